@@ -1,0 +1,124 @@
+"""`msa-book`: run the chapters with papermill, list models, featurise text.
+
+    msa-book run --profile default                 # every notebook -> book/generated/
+    msa-book run --profile smoke --only 00         # one chapter
+    msa-book run -p seeds "[1111,1112]"            # override a parameter for every chapter
+    msa-book models                                 # the model registry
+    msa-book featurize --data-root ../shared/data   # pre-compute the cached MiniLM features
+
+Configuration is papermill YAML (``configs/<notebook>/<profile>.yaml``); this is only a driver.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def notebook_paths(only: list[str] | None = None, root: Path = ROOT) -> list[Path]:
+    nbs = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        nbs = [p for p in nbs if any(p.stem.startswith(o) or p.stem == o for o in only)]
+        if not nbs:
+            raise SystemExit(f"no notebook matches {only}; available: {[p.stem for p in notebook_paths(root=root)]}")
+    return nbs
+
+
+def load_profile(nb: Path, profile: str, root: Path = ROOT) -> dict:
+    path = root / "configs" / nb.stem / f"{profile}.yaml"
+    if not path.exists():
+        raise SystemExit(f"missing parameter file {path}; each notebook needs configs/<notebook>/{{smoke,default,full}}.yaml")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_parameters(nb: Path, params: dict) -> None:
+    """Papermill only *warns* about unknown parameters; we refuse them."""
+    import papermill as pm
+    declared = set(pm.inspect_notebook(str(nb)))
+    unknown = set(params) - declared
+    if unknown:
+        raise SystemExit(f"{nb.name}: parameters {sorted(unknown)} are not declared in its parameters cell "
+                         f"(declared: {sorted(declared)})")
+
+
+def run_notebook(nb: Path, out_dir: Path, profile: str, overrides: dict | None = None,
+                 data_root: str | None = None, root: Path = ROOT) -> float:
+    """Execute one notebook into ``out_dir/<stem>.ipynb``; return wall seconds."""
+    import papermill as pm
+    params = {**load_profile(nb, profile, root), **(overrides or {})}
+    params.setdefault("profile", profile)
+    params["out_dir"] = str(out_dir.resolve())
+    if data_root is not None:
+        params.setdefault("data_root", str(Path(data_root).resolve()))
+    check_parameters(nb, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, kernel_name="python3",
+                        cwd=str(root), progress_bar=False, log_output=False)
+    return time.perf_counter() - t0
+
+
+def _parse_overrides(pairs: list[list[str]] | None) -> dict:
+    out = {}
+    for k, v in pairs or []:
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    timings = {}
+    tfile = out / "timings.json"
+    if tfile.exists():
+        timings = json.loads(tfile.read_text())
+    for nb in notebook_paths(args.only):
+        print(f"[msa-book] {nb.stem}: profile={args.profile}", flush=True)
+        secs = run_notebook(nb, out, args.profile, _parse_overrides(args.parameter), args.data_root)
+        timings[nb.stem] = {"profile": args.profile, "seconds": round(secs, 1), "cpu_count": os.cpu_count()}
+        print(f"[msa-book] {nb.stem}: done in {secs:.1f} s", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        tfile.write_text(json.dumps(timings, indent=1))
+    return 0
+
+
+def cmd_models(_: argparse.Namespace) -> int:
+    from msa_lib.models import available
+    print("\n".join(available()))
+    return 0
+
+
+def cmd_featurize(args: argparse.Namespace) -> int:
+    from msa_lib.data import get_dataset
+    ds = get_dataset("mosi-text", data_root=args.data_root)
+    print(ds.describe())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="msa-book", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute notebooks with papermill")
+    r.add_argument("--profile", default="default", choices=["smoke", "default", "full"])
+    r.add_argument("--out", default="book/generated")
+    r.add_argument("--only", nargs="*", help="notebook stems or prefixes, e.g. 00 01_i2moe")
+    r.add_argument("--data-root", default=None, help="folder with the real data (default ../shared/data)")
+    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"))
+    r.set_defaults(func=cmd_run)
+    m = sub.add_parser("models", help="list registered models")
+    m.set_defaults(func=cmd_models)
+    f = sub.add_parser("featurize", help="cache MiniLM features of the real MOSI transcripts")
+    f.add_argument("--data-root", default=None)
+    f.set_defaults(func=cmd_featurize)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: schema, loaders, SynthMSA, registry."""

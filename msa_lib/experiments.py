@@ -1,0 +1,365 @@
+"""Variant × seed grids, the resumable run cache, seed-paired effects and the paper registry.
+
+Why: every claim in the book is a comparison between two variants over the same seeds. Running
+them through one grid runner, caching each finished run as an atomic JSON record, and computing the
+effect *paired by seed* with a bootstrap CI is what turns "our number is higher" into a verdict.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import msa_lib
+from msa_lib.data.schema import MSADataset
+from msa_lib.metrics import HIGHER_IS_BETTER
+from msa_lib.models import build, count_parameters
+from msa_lib.training import TrainConfig, config_dict, fit, predict, set_seed
+
+MMSA_SEEDS = [1111, 1112, 1113, 1114, 1115]
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """Short commit of the msa_lib checkout, or 'unknown' outside a git tree."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dataset_fingerprint(ds: MSADataset) -> str:
+    """A short hash identifying the data a run saw (name, provenance, split sizes)."""
+    prov = {k: v for k, v in ds.provenance.items() if k not in ("load_seconds",)}
+    blob = json.dumps({"name": ds.name, "prov": prov, "sizes": ds.sizes, "dims": ds.dims}, sort_keys=True,
+                      default=str)
+    return hashlib.md5(blob.encode()).hexdigest()[:12]
+
+
+def param_hash(obj: Any) -> str:
+    return hashlib.md5(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------
+# Records and the cache
+@dataclass
+class RunRecord:
+    """One finished training run: the unit every table and verdict is computed from."""
+
+    dataset: str
+    variant: str
+    seed: int
+    param_hash: str
+    model: str
+    params: dict[str, Any]
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    train_s_per_epoch: float
+    infer_ms_per_sample: float
+    n_params: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # small JSON-able summaries (e.g. mean expert weights)
+    msa_lib_version: str = msa_lib.__version__
+    commit: str = field(default_factory=git_commit)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RunRecord":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON via a temp file + os.replace, so an interrupted build never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class RunCache:
+    """Finished runs as ``<out_dir>/runs/<dataset>/<variant>/seed<seed>-<hash>.json``."""
+
+    def __init__(self, out_dir: str | Path):
+        self.root = Path(out_dir) / "runs"
+
+    def path(self, dataset: str, variant: str, seed: int, phash: str) -> Path:
+        safe = lambda s: "".join(c if c.isalnum() or c in "-_.+" else "_" for c in s)  # noqa: E731
+        return self.root / safe(dataset) / safe(variant) / f"seed{seed}-{phash}.json"
+
+    def get(self, dataset: str, variant: str, seed: int, phash: str) -> RunRecord | None:
+        p = self.path(dataset, variant, seed, phash)
+        if not p.exists():
+            return None
+        try:
+            return RunRecord.from_json(json.loads(p.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return None  # a corrupt record is recomputed, never trusted
+
+    def put(self, rec: RunRecord) -> Path:
+        p = self.path(rec.dataset, rec.variant, rec.seed, rec.param_hash)
+        atomic_write_json(p, asdict(rec))
+        return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+@dataclass
+class Variant:
+    """A named model configuration: registry name, model hparams and training overrides."""
+
+    model: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def coerce(cls, v: "Variant | dict[str, Any] | str") -> "Variant":
+        if isinstance(v, Variant):
+            return v
+        if isinstance(v, str):
+            return cls(model=v)
+        return cls(model=v["model"], hparams=dict(v.get("hparams", {})), train=dict(v.get("train", {})))
+
+
+def measure_inference_ms(model, ds: MSADataset, split: str = "test", batch_size: int = 256,
+                         device: str = "cpu") -> float:
+    """Wall-clock milliseconds per sample for a full pass over ``split``."""
+    t0 = time.perf_counter()
+    predict(model, ds, split, batch_size, device)
+    return 1000 * (time.perf_counter() - t0) / len(ds.split(split))
+
+
+def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, seed: int,
+            train: dict[str, Any] | None = None, cache: RunCache | None = None, device: str = "cpu",
+            summarise: Callable[[Any, MSADataset], dict[str, Any]] | None = None,
+            progress: bool = False) -> RunRecord:
+    """Train one (dataset, variant, seed), or return its cached record if the parameters match.
+
+    ``summarise(model, ds)`` may return small JSON-able extras (e.g. mean expert weights per
+    interaction type) that are stored in the record so cached reruns can still draw figures.
+    """
+    v = Variant.coerce(variant)
+    cfg = TrainConfig.from_dict({**(train or {}), **v.train, "device": device, "progress": progress})
+    params = {"model": v.model, "hparams": v.hparams, "train": config_dict(cfg), "data": dataset_fingerprint(ds),
+              "seed": seed, "version": msa_lib.__version__}
+    phash = param_hash(params)
+    if cache is not None:
+        hit = cache.get(ds.name, variant_name, seed, phash)
+        if hit is not None:
+            return hit
+    set_seed(seed)
+    model = build(v.model, ds.dims, n_out=2 if cfg.task == "binary" else 1, **v.hparams)
+    res = fit(model, ds, cfg, seed=seed, desc=f"{ds.name}/{variant_name}/s{seed}")
+    rec = RunRecord(
+        dataset=ds.name, variant=variant_name, seed=seed, param_hash=phash, model=v.model, params=params,
+        val_metrics=res.val_metrics, test_metrics=res.test_metrics, best_epoch=res.best_epoch,
+        epochs_run=res.epochs_run, train_seconds=round(res.train_seconds, 3),
+        train_s_per_epoch=round(res.train_seconds / max(1, res.epochs_run), 4),
+        infer_ms_per_sample=round(measure_inference_ms(res.model, ds, device=device), 5),
+        n_params=count_parameters(res.model), history=res.history,
+        extras=summarise(res.model, ds) if summarise else {},
+    )
+    if cache is not None:
+        cache.put(rec)
+    return rec
+
+
+def run_grid(datasets: dict[str, MSADataset] | Iterable[MSADataset], variants: dict[str, Variant | dict | str],
+             seeds: Iterable[int], out_dir: str | Path | None = None, train: dict[str, Any] | None = None,
+             device: str = "cpu", summarise: Callable | None = None, progress: bool = True) -> list[RunRecord]:
+    """Run every dataset × variant × seed (cached under ``out_dir``) with one progress bar."""
+    dss = list(datasets.values()) if isinstance(datasets, dict) else list(datasets)
+    seeds = [int(s) for s in seeds]
+    cache = RunCache(out_dir) if out_dir is not None else None
+    jobs = [(ds, name, v, s) for ds in dss for name, v in variants.items() for s in seeds]
+    records = []
+    bar = tqdm(jobs, desc="runs", disable=not progress)
+    for ds, name, v, s in bar:
+        bar.set_postfix_str(f"{ds.name}/{name}/seed {s}")
+        records.append(run_one(ds, name, v, s, train=train, cache=cache, device=device, summarise=summarise))
+    return records
+
+
+def records_frame(records: Iterable[RunRecord], split: str = "test") -> pd.DataFrame:
+    """Long table: one row per (dataset, variant, seed, metric)."""
+    rows = []
+    for r in records:
+        metrics = r.test_metrics if split == "test" else r.val_metrics
+        for k, val in metrics.items():
+            rows.append({"dataset": r.dataset, "variant": r.variant, "seed": r.seed, "metric": k, "value": val})
+    return pd.DataFrame(rows, columns=["dataset", "variant", "seed", "metric", "value"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed-paired effects and verdicts
+@dataclass
+class Effect:
+    """A claim's evidence: mean paired difference (positive = the claim's direction) with a CI."""
+
+    id: str
+    claim: str
+    dataset: str
+    metric: str
+    effect: float
+    ci_low: float
+    ci_high: float
+    verdict: str
+    n_seeds: int
+    diffs: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bootstrap_ci(diffs: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``diffs`` (seeded, so the book is reproducible)."""
+    diffs = np.asarray(diffs, dtype=float)
+    if len(diffs) == 0:
+        return float("nan"), float("nan")
+    if len(diffs) == 1:
+        return float(diffs[0]), float(diffs[0])
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def verdict_from_ci(ci_low: float, ci_high: float, n: int, min_seeds: int = 3) -> str:
+    """supported: CI above 0; not supported: CI at or below 0; otherwise (or too few seeds) inconclusive."""
+    if n < min_seeds or np.isnan(ci_low) or np.isnan(ci_high):
+        return "inconclusive"
+    if ci_low > 0:
+        return "supported"
+    if ci_high <= 0:
+        return "not supported"
+    return "inconclusive"
+
+
+def paired_effect(a: dict[int, float], b: dict[int, float], *, id: str, claim: str, dataset: str, metric: str,
+                  higher_is_better: bool | None = None, n_boot: int = 10000, note: str = "") -> Effect:
+    """Effect of A over B from per-seed values ``{seed: value}``, paired on the common seeds.
+
+    The sign is flipped for lower-is-better metrics (MAE), so a positive effect always means "A is
+    better", i.e. the claim holds.
+    """
+    hib = HIGHER_IS_BETTER.get(metric, True) if higher_is_better is None else higher_is_better
+    common = sorted(set(a) & set(b))
+    diffs = np.array([(a[s] - b[s]) * (1 if hib else -1) for s in common], dtype=float)
+    diffs = diffs[~np.isnan(diffs)]
+    lo, hi = bootstrap_ci(diffs, n_boot)
+    eff = float(diffs.mean()) if len(diffs) else float("nan")
+    return Effect(id, claim, dataset, metric, round(eff, 6), round(lo, 6), round(hi, 6),
+                  verdict_from_ci(lo, hi, len(diffs)), len(diffs), [round(float(d), 6) for d in diffs], note)
+
+
+def per_seed(records: Iterable[RunRecord], dataset: str, variant: str, metric: str,
+             split: str = "test") -> dict[int, float]:
+    """``{seed: metric}`` for one (dataset, variant)."""
+    out = {}
+    for r in records:
+        if r.dataset == dataset and r.variant == variant:
+            m = r.test_metrics if split == "test" else r.val_metrics
+            if metric not in m:
+                raise KeyError(f"metric {metric!r} not in {dataset}/{variant} records; available: {sorted(m)}")
+            out[r.seed] = float(m[metric])
+    if not out:
+        raise KeyError(f"no records for dataset {dataset!r}, variant {variant!r}")
+    return out
+
+
+def compare_variants(records: Iterable[RunRecord], a: str, b: str, *, id: str, claim: str, dataset: str,
+                     metric: str, split: str = "test", **kw) -> Effect:
+    """`paired_effect` of variant ``a`` over ``b`` read straight from run records."""
+    records = list(records)
+    return paired_effect(per_seed(records, dataset, a, metric, split), per_seed(records, dataset, b, metric, split),
+                         id=id, claim=claim, dataset=dataset, metric=metric, **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper registry of reported numbers
+@dataclass(frozen=True)
+class Reported:
+    paper: str
+    dataset: str
+    method: str
+    metric: str
+    value: float  # raw units: accuracies as fractions, MAE as is
+    source: str
+
+
+def _mmsa_rows() -> list[Reported]:
+    """MMSA's published baselines (METRICS.md, "Reference numbers"; thuiar/MMSA results/result-stat.md).
+
+    Real features (BERT / COVAREP / Facet): context only, never a target for our inputs.
+    """
+    src = "thuiar/MMSA results/result-stat.md (via specs/METRICS.md)"
+    cols = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"]
+    table = {
+        "mosi": {"MulT": [79.71, 79.63, 80.98, 80.95, 42.68, 36.91, 87.99, 70.22],
+                 "MISA": [81.84, 81.82, 83.54, 83.58, 47.08, 41.37, 77.65, 77.81],
+                 "Self-MM": [83.44, 83.36, 85.46, 85.43, 53.47, 46.67, 70.80, 79.63],
+                 "TETFN": [83.24, 83.13, 85.37, 85.33, 53.64, 45.77, 70.84, 79.84],
+                 "CENet": [83.53, 83.49, 85.21, 85.22, 50.87, 44.90, 72.54, 79.53]},
+        "mosei": {"MulT": [81.15, 81.56, 84.63, 84.52, 54.18, 52.84, 55.93, 73.31],
+                  "Self-MM": [83.76, 83.82, 85.15, 84.90, 55.53, 53.87, 53.09, 76.49],
+                  "TETFN": [84.12, 84.35, 86.21, 86.11, 55.78, 53.90, 53.73, 76.96],
+                  "CENet": [83.52, 83.85, 86.38, 86.32, 56.15, 54.26, 52.59, 77.75]},
+    }
+    rows = [Reported("MMSA", ds, m, c, round(v / 100, 6), src)
+            for ds, models in table.items() for m, vals in models.items() for c, v in zip(cols, vals)]
+    sims_cols = ["Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr"]
+    sims = {"MulT": [78.56, 64.77, 37.94, 79.66, 45.32, 56.41], "Self-MM": [80.04, 65.47, 41.53, 80.44, 42.50, 59.52],
+            "TETFN": [81.18, 63.24, 41.79, 80.24, 42.00, 57.65]}
+    rows += [Reported("MMSA", "sims", m, c, round(v / 100, 6), src) for m, vals in sims.items()
+             for c, v in zip(sims_cols, vals)]
+    return rows
+
+
+REPORTED: list[Reported] = _mmsa_rows()
+
+
+def reported_value(paper: str, dataset: str, method: str, metric: str) -> float | None:
+    """The sourced number, or None ("n/a") when no source gives it. Never a guess."""
+    for r in REPORTED:
+        if (r.paper, r.dataset, r.method, r.metric) == (paper, dataset, method, metric):
+            return r.value
+    return None
+
+
+def reported_frame(paper: str | None = None, dataset: str | None = None) -> pd.DataFrame:
+    rows = [asdict(r) for r in REPORTED if (paper is None or r.paper == paper) and (dataset is None or r.dataset == dataset)]
+    return pd.DataFrame(rows, columns=list(Reported.__dataclass_fields__))

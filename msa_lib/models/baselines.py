@@ -1,0 +1,143 @@
+"""Fusion baselines every chapter compares against: text-only, early fusion, late fusion, MulT-style.
+
+They are deliberately plain, so that a mixture-of-experts gain over them means something.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from msa_lib.data.schema import Batch
+from msa_lib.models.base import ModelOutput, MSAModel, register
+from msa_lib.nn import MLP, CrossAttentionBlock, GRUEncoder, LearnedPositionalEmbedding, TransformerEncoder, masked_mean
+
+
+@register("text_mlp")
+class TextMLP(MSAModel):
+    """Mean-pooled token features → MLP. With frozen MiniLM features this is a sentence-embedding probe."""
+
+    def __init__(self, dims, hidden: int = 128, n_layers: int = 2, dropout: float = 0.1, n_out: int = 1,
+                 modalities=("text",)):
+        super().__init__(dims, modalities, n_out)
+        self.mlp = MLP(sum(self.dims.values()), hidden, n_out, n_layers, dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        pooled = [masked_mean(x, m) for x, m in self.inputs(batch).values()]
+        y = self.mlp(torch.cat(pooled, -1))
+        return ModelOutput(self.head_output(y), self.zero(y))
+
+
+@register("text_transformer")
+class TextTransformer(MSAModel):
+    """Projection → learned positions → ``depth`` Transformer layers over tokens → masked mean → head."""
+
+    def __init__(self, dims, hidden: int = 64, depth: int = 1, heads: int = 4, dropout: float = 0.1,
+                 max_len: int = 512, n_out: int = 1, modalities=("text",)):
+        super().__init__(dims, modalities, n_out)
+        (m,) = self.modalities if len(self.modalities) == 1 else (None,)
+        if m is None:
+            raise ValueError("text_transformer takes exactly one modality")
+        self.proj = nn.Linear(self.dims[m], hidden)
+        self.pos = LearnedPositionalEmbedding(max_len, hidden)
+        self.enc = TransformerEncoder(hidden, depth, heads, 2.0, dropout)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        ((x, mask),) = self.inputs(batch).values()
+        h = self.enc(self.pos(self.proj(x)), mask)
+        y = self.head(masked_mean(h, mask))
+        return ModelOutput(self.head_output(y), self.zero(y))
+
+
+@register("text_gru")
+class TextGRU(MSAModel):
+    """GRU over tokens (packed by length), last valid hidden state → head."""
+
+    def __init__(self, dims, hidden: int = 64, dropout: float = 0.1, n_out: int = 1, modalities=("text",)):
+        super().__init__(dims, modalities, n_out)
+        if len(self.modalities) != 1:
+            raise ValueError("text_gru takes exactly one modality")
+        self.gru = GRUEncoder(self.dims[self.modalities[0]], hidden)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        ((x, mask),) = self.inputs(batch).values()
+        y = self.head(self.gru(x, mask))
+        return ModelOutput(self.head_output(y), self.zero(y))
+
+
+@register("early_fusion")
+class EarlyFusion(MSAModel):
+    """EF: each modality is mean-pooled and projected, the vectors are concatenated, one MLP predicts."""
+
+    def __init__(self, dims, hidden: int = 128, proj: int = 64, n_layers: int = 2, dropout: float = 0.1,
+                 n_out: int = 1, modalities=None):
+        super().__init__(dims, modalities, n_out)
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, proj)) for m, d in self.dims.items()})
+        self.mlp = MLP(proj * len(self.modalities), hidden, n_out, n_layers, dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        z = torch.cat([self.proj[m](masked_mean(x, mask)) for m, (x, mask) in self.inputs(batch).items()], -1)
+        y = self.mlp(z)
+        return ModelOutput(self.head_output(y), self.zero(y), {"fused": z.detach()})
+
+
+@register("late_fusion")
+class LateFusion(MSAModel):
+    """LF: one MLP per modality on its pooled features; predictions are averaged with learned weights."""
+
+    def __init__(self, dims, hidden: int = 64, n_layers: int = 2, dropout: float = 0.1, n_out: int = 1,
+                 modalities=None):
+        super().__init__(dims, modalities, n_out)
+        self.heads = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(d), MLP(d, hidden, n_out, n_layers, dropout))
+                                    for m, d in self.dims.items()})
+        self.logit_w = nn.Parameter(torch.zeros(len(self.modalities)))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        outs = torch.stack([self.heads[m](masked_mean(x, mask)) for m, (x, mask) in self.inputs(batch).items()], 1)
+        w = torch.softmax(self.logit_w, 0)
+        y = (outs * w[None, :, None]).sum(1)
+        return ModelOutput(self.head_output(y), self.zero(y), {"modality_weights": w.detach().expand(len(y), -1)})
+
+
+@register("mult")
+class MulT(MSAModel):
+    """MulT-style: per-modality temporal conv projection, then for each target modality, cross-modal
+    Transformer blocks from each other modality, a self-attention layer over the concatenation, a
+    masked mean; the targets' summaries are concatenated into a residual MLP head (Tsai et al. 2019,
+    scaled down for CPU)."""
+
+    def __init__(self, dims, hidden: int = 32, heads: int = 4, cross_depth: int = 1, self_depth: int = 1,
+                 dropout: float = 0.1, max_len: int = 512, n_out: int = 1, modalities=None):
+        super().__init__(dims, modalities, n_out)
+        if len(self.modalities) < 2:
+            raise ValueError(f"mult needs at least two modalities; the dataset gives {self.modalities}")
+        self.proj = nn.ModuleDict({m: nn.Conv1d(d, hidden, kernel_size=3, padding=1, bias=False)
+                                   for m, d in self.dims.items()})
+        self.pos = nn.ModuleDict({m: LearnedPositionalEmbedding(max_len, hidden) for m in self.modalities})
+        self.cross = nn.ModuleDict({
+            f"{s}->{t}": nn.ModuleList(CrossAttentionBlock(hidden, heads, 2.0, dropout) for _ in range(cross_depth))
+            for t in self.modalities for s in self.modalities if s != t})
+        k = len(self.modalities) - 1
+        self.self_attn = nn.ModuleDict({t: TransformerEncoder(hidden * k, self_depth, heads, 2.0, dropout)
+                                        for t in self.modalities})
+        d_all = hidden * k * len(self.modalities)
+        self.head = nn.Sequential(nn.Linear(d_all, d_all), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_all, n_out))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        inp = self.inputs(batch)
+        h = {m: self.pos[m](self.proj[m](x.transpose(1, 2)).transpose(1, 2)) for m, (x, _) in inp.items()}
+        summaries = []
+        for t in self.modalities:
+            streams = []
+            for s in self.modalities:
+                if s == t:
+                    continue
+                z = h[t]
+                for blk in self.cross[f"{s}->{t}"]:
+                    z = blk(z, h[s], inp[s][1])
+                streams.append(z)
+            z = self.self_attn[t](torch.cat(streams, -1), inp[t][1])
+            summaries.append(masked_mean(z, inp[t][1]))
+        y = self.head(torch.cat(summaries, -1))
+        return ModelOutput(self.head_output(y), self.zero(y))

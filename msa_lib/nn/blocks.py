@@ -1,0 +1,155 @@
+"""Encoders and attention blocks shared by every model in the book.
+
+Why here: a cross-attention block or a GRU encoder appears in all four papers. Writing each once,
+with masks handled correctly, keeps the paper models short and makes their differences visible.
+All blocks are device-agnostic (no `.cuda()`); they follow the device of their inputs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, dim: int = 1) -> torch.Tensor:
+    """Mean over ``dim`` counting only positions where ``mask`` is True (all positions if mask is None).
+
+    A row with an all-False mask returns zeros instead of NaN.
+    """
+    if mask is None:
+        return x.mean(dim)
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim) / m.sum(dim).clamp_min(1.0)
+
+
+def key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Convert a validity mask to attention's key_padding_mask (True = ignore).
+
+    A fully padded row would make the softmax NaN, so such rows may attend to position 0.
+    """
+    if mask is None:
+        return None
+    pad = ~mask
+    empty = pad.all(1)
+    if empty.any():
+        pad = pad.clone()
+        pad[empty, 0] = False
+    return pad
+
+
+class MLP(nn.Sequential):
+    """Linear → activation → dropout stacks; ``n_layers`` counts Linear layers (≥ 1)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, n_layers: int = 2, dropout: float = 0.0,
+                 act: type[nn.Module] = nn.ReLU):
+        if n_layers < 1:
+            raise ValueError(f"MLP needs n_layers >= 1, got {n_layers}")
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(n_layers - 1):
+            layers += [nn.Linear(d, hidden), act(), nn.Dropout(dropout)]
+            d = hidden
+        layers.append(nn.Linear(d, out_dim))
+        super().__init__(*layers)
+
+
+class GRUEncoder(nn.Module):
+    """GRU over a padded sequence; returns the last *valid* hidden state (and optionally all states).
+
+    Sequences are packed by their true lengths, so padding never leaks into the summary vector.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, num_layers: int = 1, dropout: float = 0.0,
+                 bidirectional: bool = False):
+        super().__init__()
+        self.gru = nn.GRU(in_dim, hidden, num_layers=num_layers, batch_first=True,
+                          dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.out_dim = hidden * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                return_sequence: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if mask is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        else:
+            lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, h = self.gru(packed)
+        last = torch.cat([h[-2], h[-1]], -1) if self.gru.bidirectional else h[-1]
+        if not return_sequence:
+            return last
+        seq, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return last, seq
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """Adds a learned (optionally zero-initialised) position vector to each time step."""
+
+    def __init__(self, max_len: int, dim: int, zero_init: bool = False):
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
+        if not zero_init:
+            nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.pos.shape[1]:
+            raise ValueError(f"sequence length {x.shape[1]} exceeds the positional table ({self.pos.shape[1]})")
+        return x + self.pos[:, : x.shape[1]]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN self-attention + MLP block with residuals; ``mask`` is True on valid positions."""
+
+    def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 act: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), act(), nn.Dropout(dropout),
+                                 nn.Linear(int(dim * mlp_ratio), dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(x)
+        pad = key_padding(mask)
+        a, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of `TransformerBlock`s with a final LayerNorm."""
+
+    def __init__(self, dim: int, depth: int = 1, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x, mask)
+        return self.norm(x)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-LN cross-attention: ``target`` tokens query ``source`` tokens, then an MLP; both residual.
+
+    This is the MulT cross-modal unit, TEXT's explanation-alignment unit and MIDG's CM-Adapter core.
+    """
+
+    def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(int(dim * mlp_ratio), dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor,
+                source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, kv = self.norm_q(target), self.norm_kv(source)
+        pad = key_padding(source_mask)
+        a, _ = self.attn(q, kv, kv, key_padding_mask=pad, need_weights=False)
+        x = target + self.drop(a)
+        return x + self.drop(self.mlp(self.norm2(x)))

@@ -1,0 +1,304 @@
+"""Tables (reported vs reproduced), claim verdicts, seaborn figures, glue and `results.json`.
+
+Why: the reader's question is always "does our number match the paper's, and does the claim
+hold?". Every chapter answers it with the same three artefacts: a summary table with reported /
+mean ± std / Δ, a verdict table with paired CIs, and a `results.json` that tests and outside checks
+read. Values are stored in raw units (accuracy 0.812, MAE 0.71); accuracies, F1 and Corr are shown
+×100 as in the papers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+import msa_lib
+from msa_lib.experiments import Effect, RunRecord, atomic_write_json, git_commit
+from msa_lib.metrics import HIGHER_IS_BETTER
+
+VERDICTS = ("supported", "not supported", "inconclusive")
+_RAW_UNIT_METRICS = {"MAE", "loss"}
+
+
+def display_scale(metric: str) -> float:
+    """×100 for accuracies / F1 / Corr / AUROC (as papers print them); raw for MAE and losses."""
+    return 1.0 if metric in _RAW_UNIT_METRICS else 100.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+def summary_table(records: Iterable[RunRecord], metrics: list[str], split: str = "test",
+                  method_names: dict[str, str] | None = None,
+                  reported: Callable[[str, str, str], float | None] | None = None) -> pd.DataFrame:
+    """Long table (dataset, method, metric, reported, mean, std, n_seeds) in raw units.
+
+    ``reported(dataset, method, metric)`` returns a sourced paper number or None (shown "n/a").
+    """
+    rows = []
+    recs = list(records)
+    keys = sorted({(r.dataset, r.variant) for r in recs}, key=lambda k: (k[0], _order(recs, k)))
+    for ds, var in keys:
+        group = [r for r in recs if r.dataset == ds and r.variant == var]
+        name = (method_names or {}).get(var, var)
+        for m in metrics:
+            vals = np.array([(r.test_metrics if split == "test" else r.val_metrics).get(m, np.nan) for r in group],
+                            dtype=float)
+            vals = vals[~np.isnan(vals)]
+            rep = reported(ds, name, m) if reported else None
+            rows.append({"dataset": ds, "method": name, "metric": m, "reported": rep,
+                         "mean": round(float(vals.mean()), 6) if len(vals) else None,
+                         "std": round(float(vals.std(ddof=1)), 6) if len(vals) > 1 else (0.0 if len(vals) else None),
+                         "n_seeds": int(len(vals))})
+    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "reported", "mean", "std", "n_seeds"])
+
+
+def _order(recs: list[RunRecord], key: tuple[str, str]) -> int:
+    for i, r in enumerate(recs):
+        if (r.dataset, r.variant) == key:
+            return i
+    return 0
+
+
+def context_rows(rows: Iterable[Any], label: str) -> pd.DataFrame:
+    """Reported-only rows (e.g. MMSA's published baselines) in the summary-table layout."""
+    out = [{"dataset": r.dataset, "method": f"{r.method} [{label}]", "metric": r.metric, "reported": r.value,
+            "mean": None, "std": None, "n_seeds": 0} for r in rows]
+    return pd.DataFrame(out, columns=["dataset", "method", "metric", "reported", "mean", "std", "n_seeds"])
+
+
+def _fmt(v: Any, metric: str, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    s = display_scale(metric)
+    return f"{v * s:.{digits if s != 1 else 3}f}"
+
+
+def format_cells(long: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Wide table: rows (dataset, method), columns (metric, reported | reproduced | Δ), as strings."""
+    cells = []
+    for _, r in long.iterrows():
+        m = r["metric"]
+        s = display_scale(m)
+        dg = digits if s != 1 else 3
+        if r["mean"] is None or pd.isna(r["mean"]):
+            rep_str = "—"
+        else:
+            rep_str = f"{r['mean'] * s:.{dg}f} ± {(r['std'] or 0) * s:.{dg}f}"
+        delta = "n/a"
+        if r["reported"] is not None and not pd.isna(r["reported"]) and r["mean"] is not None and not pd.isna(r["mean"]):
+            delta = f"{(r['mean'] - r['reported']) * s:+.{dg}f}"
+        cells.append({"dataset": r["dataset"], "method": r["method"], "metric": m,
+                      "reported": _fmt(r["reported"], m, digits), "reproduced": rep_str, "Δ": delta})
+    df = pd.DataFrame(cells)
+    if df.empty:
+        return df
+    metrics = list(dict.fromkeys(long["metric"]))
+    wide = df.pivot_table(index=["dataset", "method"], columns="metric", values=["reported", "reproduced", "Δ"],
+                          aggfunc="first", sort=False)
+    wide = wide.swaplevel(0, 1, axis=1)
+    cols = [(m, k) for m in metrics for k in ("reported", "reproduced", "Δ") if (m, k) in wide.columns]
+    wide = wide[cols]
+    order = list(dict.fromkeys(zip(long["dataset"], long["method"])))
+    return wide.reindex(pd.MultiIndex.from_tuples(order, names=["dataset", "method"]))
+
+
+def styled_table(long: pd.DataFrame, caption: str = "", digits: int = 1, compact: bool = False):
+    """A pandas Styler for HTML: reported | mean ± std | Δ per metric; best mean per dataset in bold.
+
+    ``compact`` drops the reported and Δ columns (for tables where nothing is reported).
+    """
+    wide = format_cells(long, digits)
+    if compact and not wide.empty:
+        wide = wide.loc[:, [c for c in wide.columns if c[1] == "reproduced"]]
+        wide.columns = [c[0] for c in wide.columns]
+    best = _best_mask(long, wide, compact)
+    sty = wide.style.set_caption(caption).set_table_styles([
+        {"selector": "caption", "props": "caption-side: top; font-weight: bold; text-align: left;"},
+        {"selector": "th", "props": "text-align: center; padding: 2px 6px;"},
+        {"selector": "td", "props": "text-align: right; padding: 2px 6px; white-space: nowrap;"},
+    ])
+    if best is not None:
+        sty = sty.apply(lambda _: best.replace({True: "font-weight: bold", False: ""}), axis=None)
+    return sty
+
+
+def _best_mask(long: pd.DataFrame, wide: pd.DataFrame, compact: bool) -> pd.DataFrame | None:
+    if wide.empty:
+        return None
+    mask = pd.DataFrame(False, index=wide.index, columns=wide.columns)
+    for (ds, m), g in long.dropna(subset=["mean"]).groupby(["dataset", "metric"]):
+        g = g[g["n_seeds"] > 0]
+        if g.empty:
+            continue
+        hib = HIGHER_IS_BETTER.get(m, True)
+        idx = g["mean"].astype(float).idxmax() if hib else g["mean"].astype(float).idxmin()
+        col = m if compact else (m, "reproduced")
+        if col in mask.columns:
+            mask.loc[(ds, g.loc[idx, "method"]), col] = True
+    return mask
+
+
+def claims_frame(effects: Iterable[Effect]) -> pd.DataFrame:
+    """One row per claim × dataset with effect, 95 % CI and verdict (display units)."""
+    rows = []
+    for e in effects:
+        s = display_scale(e.metric)
+        rows.append({"id": e.id, "claim": e.claim, "dataset": e.dataset, "metric": e.metric,
+                     "effect": round(e.effect * s, 2), "95% CI": f"[{e.ci_low * s:.2f}, {e.ci_high * s:.2f}]",
+                     "seeds": e.n_seeds, "verdict": e.verdict, "note": e.note})
+    return pd.DataFrame(rows)
+
+
+def styled_claims(effects: Iterable[Effect], caption: str = "Claims and verdicts"):
+    colors = {"supported": "background-color: #d4edda", "not supported": "background-color: #f8d7da",
+              "inconclusive": "background-color: #fff3cd"}
+    df = claims_frame(effects)
+    return (df.style.hide(axis="index").set_caption(caption)
+            .map(lambda v: colors.get(v, ""), subset=["verdict"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# results.json
+def results_payload(notebook: str, profile: str, datasets: list[str], tables: dict[str, pd.DataFrame],
+                    claims: Iterable[Effect], cost: dict[str, dict[str, float]], seeds: list[int],
+                    extra_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the results contract (BOOK.md) and validate it before anyone reads it."""
+    def clean(v):
+        if isinstance(v, (np.floating, float)):
+            return None if np.isnan(v) else float(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+    payload = {
+        "notebook": notebook, "profile": profile, "datasets": list(datasets),
+        "tables": {tid: [{k: clean(v) for k, v in row.items()} for row in df.to_dict("records")]
+                   for tid, df in tables.items()},
+        "claims": [{k: clean(v) for k, v in e.as_dict().items()} for e in claims],
+        "cost": {m: {k: clean(v) for k, v in c.items()} for m, c in cost.items()},
+        "provenance": {"msa_lib": msa_lib.__version__, "commit": git_commit(), "seeds": [int(s) for s in seeds],
+                       **(extra_provenance or {})},
+    }
+    validate_results(payload)
+    return payload
+
+
+def write_results(out_dir: str | Path, notebook: str, **kw) -> Path:
+    """Write ``<out_dir>/<notebook>/results.json`` atomically and return its path."""
+    payload = results_payload(notebook, **kw)
+    path = Path(out_dir) / notebook / "results.json"
+    atomic_write_json(path, payload)
+    return path
+
+
+def validate_results(d: dict[str, Any]) -> None:
+    """Raise ValueError if ``d`` breaks the results.json schema in BOOK.md."""
+    for k in ("notebook", "profile", "datasets", "tables", "claims", "cost", "provenance"):
+        if k not in d:
+            raise ValueError(f"results.json: missing top-level key {k!r}")
+    for tid, rows in d["tables"].items():
+        for row in rows:
+            for k in ("dataset", "method", "metric", "reported", "mean", "std", "n_seeds"):
+                if k not in row:
+                    raise ValueError(f"results.json: table {tid!r} row lacks {k!r}: {row}")
+    for c in d["claims"]:
+        for k in ("id", "claim", "dataset", "effect", "ci_low", "ci_high", "verdict"):
+            if k not in c:
+                raise ValueError(f"results.json: claim lacks {k!r}: {c}")
+        if c["verdict"] not in VERDICTS:
+            raise ValueError(f"results.json: verdict {c['verdict']!r} not in {VERDICTS}")
+    for k in ("msa_lib", "commit", "seeds"):
+        if k not in d["provenance"]:
+            raise ValueError(f"results.json: provenance lacks {k!r}")
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    d = json.loads(Path(path).read_text())
+    validate_results(d)
+    return d
+
+
+def cost_summary(records: Iterable[RunRecord], method_names: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """Parameters, train seconds per epoch and inference ms per sample, averaged over seeds/datasets."""
+    by: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by.setdefault((method_names or {}).get(r.variant, r.variant), []).append(r)
+    return {m: {"n_params": int(np.median([r.n_params for r in rs])),
+                "train_s_per_epoch": round(float(np.mean([r.train_s_per_epoch for r in rs])), 4),
+                "infer_ms_per_sample": round(float(np.mean([r.infer_ms_per_sample for r in rs])), 5)}
+            for m, rs in by.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+def setup_plots() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight"})
+
+
+def plot_metric_bars(long: pd.DataFrame, metric: str, ax=None, title: str | None = None):
+    """Bar per method (mean ± std over seeds), one panel per call; reported values as black ticks."""
+    d = long[(long["metric"] == metric) & long["mean"].notna()].copy()
+    s = display_scale(metric)
+    d["value"] = d["mean"].astype(float) * s
+    d["err"] = d["std"].fillna(0).astype(float) * s
+    ax = ax or plt.subplots(figsize=(6, 0.45 * max(3, len(d)) + 1))[1]
+    labels = [f"{a} · {b}" if d["dataset"].nunique() > 1 else b for a, b in zip(d["dataset"], d["method"])]
+    ax.barh(labels, d["value"], xerr=d["err"], color=sns.color_palette("colorblind", len(d)), alpha=0.85)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric}{' ×100' if s != 1 else ''} (mean ± std over seeds)")
+    ax.set_title(title or metric)
+    return ax
+
+
+def plot_training_curves(records: Iterable[RunRecord], key: str = "val_select", ax=None, title: str = ""):
+    """Validation curves per variant (mean over seeds, band = min..max)."""
+    rows = [{"variant": r.variant, "dataset": r.dataset, "seed": r.seed, "epoch": h["epoch"], key: h[key]}
+            for r in records for h in r.history]
+    df = pd.DataFrame(rows)
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    if not df.empty:
+        sns.lineplot(df, x="epoch", y=key, hue="variant", style="dataset" if df["dataset"].nunique() > 1 else None,
+                     errorbar=("pi", 100), ax=ax)
+    ax.set_title(title or f"training curves ({key})")
+    return ax
+
+
+def plot_effects(effects: Iterable[Effect], ax=None, title: str = "Seed-paired effects (95 % bootstrap CI)"):
+    """Forest plot of claim effects; the verdict is the colour."""
+    es = list(effects)
+    colors = {"supported": "#2ca02c", "not supported": "#d62728", "inconclusive": "#ff7f0e"}
+    ax = ax or plt.subplots(figsize=(6.5, 0.45 * max(3, len(es)) + 1))[1]
+    for i, e in enumerate(es):
+        s = display_scale(e.metric)
+        ax.errorbar(e.effect * s, i, xerr=[[max(0.0, (e.effect - e.ci_low) * s)], [max(0.0, (e.ci_high - e.effect) * s)]],
+                    fmt="o", color=colors[e.verdict], capsize=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(es)), [f"{e.id} · {e.dataset} · {e.metric}" for e in es])
+    ax.invert_yaxis()
+    ax.set_xlabel("effect in the claim's direction (display units)")
+    ax.set_title(title)
+    return ax
+
+
+# ----------------------------------------------------------------------------------------------
+# Glue and environment
+def glue_numbers(values: dict[str, Any], display: bool = False) -> None:
+    """`myst_nb.glue` each value as a plain float (numpy scalars break cross-document glue)."""
+    from myst_nb import glue
+    for k, v in values.items():
+        glue(k, float(v) if isinstance(v, (int, float, np.number)) else v, display=display)
+
+
+def environment_summary(device: str = "cpu") -> dict[str, Any]:
+    import torch
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+            "msa_lib": msa_lib.__version__, "commit": git_commit(), "device": device,
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
