@@ -162,6 +162,33 @@ def measure_inference_ms(model, ds: MSADataset, split: str = "test", batch_size:
     return 1000 * (time.perf_counter() - t0) / len(ds.split(split))
 
 
+def polarity_by_group(model, ds: MSADataset, split: str = "test", field: str = "interaction",
+                      names: tuple[str, ...] | None = None, device: str = "cpu") -> dict[str, float]:
+    """Has0-style polarity accuracy per ground-truth group (e.g. per interaction type).
+
+    Used as a ``summarise`` callback so cached records keep the breakdown. Empty if the split has
+    no such field (real data).
+    """
+    sp = ds.split(split)
+    groups = getattr(sp, field, None)
+    if groups is None or sp.labels is None:
+        return {}
+    preds = predict(model, ds, split, device=device)
+    pos = preds.argmax(-1) == 1 if preds.ndim == 2 else preds >= 0
+    hit = pos == (sp.labels >= 0) if preds.ndim == 1 else pos == (sp.labels > 0)
+    out = {}
+    for g in np.unique(groups):
+        name = names[int(g)] if names is not None else str(g)
+        out[name] = round(float(hit[groups == g].mean()), 6)
+    return out
+
+
+def summarise_by_interaction(model, ds: MSADataset) -> dict[str, Any]:
+    """`run_one` summarise callback: test polarity accuracy per true interaction type."""
+    from msa_lib.data.schema import INTERACTION_TYPES
+    return {"acc_by_interaction": polarity_by_group(model, ds, "test", "interaction", INTERACTION_TYPES)}
+
+
 def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, seed: int,
             train: dict[str, Any] | None = None, cache: RunCache | None = None, device: str = "cpu",
             summarise: Callable[[Any, MSADataset], dict[str, Any]] | None = None,

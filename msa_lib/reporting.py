@@ -288,6 +288,25 @@ def plot_effects(effects: Iterable[Effect], ax=None, title: str = "Seed-paired e
     return ax
 
 
+def heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: str = "viridis", center: float | None = None,
+            vmin: float | None = None, vmax: float | None = None, ax=None, cbar_label: str = ""):
+    """Annotated seaborn heat map of a (rows × columns) table."""
+    ax = ax or plt.subplots(figsize=(1.1 * table.shape[1] + 2.5, 0.5 * table.shape[0] + 1.5))[1]
+    sns.heatmap(table.astype(float), annot=True, fmt=fmt, cmap=cmap, center=center, vmin=vmin, vmax=vmax, ax=ax,
+                cbar_kws={"label": cbar_label} if cbar_label else None)
+    ax.set_title(title)
+    return ax
+
+
+def group_breakdown(records: Iterable[RunRecord], key: str = "acc_by_interaction") -> pd.DataFrame:
+    """Mean over seeds of a per-group summary stored in ``RunRecord.extras[key]`` (variant × group)."""
+    rows = [{"variant": r.variant, "dataset": r.dataset, "group": g, "value": v}
+            for r in records for g, v in r.extras.get(key, {}).items()]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).pivot_table(index="variant", columns="group", values="value", aggfunc="mean", sort=False)
+
+
 # ----------------------------------------------------------------------------------------------
 # Glue and environment
 def glue_numbers(values: dict[str, Any], display: bool = False) -> None:

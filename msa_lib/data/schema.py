@@ -48,6 +48,7 @@ class Split:
     audio_clue_feats: np.ndarray | None = None  # (N, Lc, dc) encoded clue tokens (TEXT)
     vision_clue_feats: np.ndarray | None = None
     cue_time: np.ndarray | None = None  # (N, 3) cue positions (fraction of the sequence) t/a/v
+    extras: dict[str, np.ndarray] | None = None  # other per-sample arrays a source carries (e.g. text_bert)
 
     def __len__(self) -> int:
         return int(len(self.ids))
@@ -57,7 +58,10 @@ class Split:
         kw = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            kw[f.name] = None if v is None else v[idx]
+            if isinstance(v, dict):
+                kw[f.name] = {k: a[idx] for k, a in v.items()}
+            else:
+                kw[f.name] = None if v is None else v[idx]
         return Split(**kw)
 
     def mask(self, modality: str) -> np.ndarray | None:
@@ -111,6 +115,9 @@ class Split:
                     )
         opt_shapes = {"emotions": (n, len(EMOTIONS)), "interaction": (n,), "domain": (n,), "cue_time": (n, 3),
                       "audio_clue": (n,), "vision_clue": (n,), "raw_text": (n,)}
+        for k, v in (self.extras or {}).items():
+            if len(v) != n:
+                raise DataError(f"{where}: extra field '{k}' has {len(v)} rows; expected {n}")
         for name, shape in opt_shapes.items():
             v = getattr(self, name)
             if v is not None and v.shape != shape:

@@ -1,0 +1,76 @@
+"""Training-step time per model, measured in one process so ratios between models are meaningful.
+
+    python benchmarks/step_time.py --models early_fusion,mult --batch 32 --dataset synth-mosi --json
+
+Prints a JSON list of {"model", "batch", "ms_per_step", "samples_per_s", "n_params"}; ms_per_step is
+the median of --steps (>= 20) timed optimiser steps after --warmup untimed ones. Text-only models
+are given the text modality only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from msa_lib.data import get_dataset
+from msa_lib.data.schema import make_batch
+from msa_lib.models import build, count_parameters
+from msa_lib.training import set_seed
+
+
+def step_time(model_name: str, ds, batch: int, steps: int = 20, warmup: int = 5, device: str = "cpu",
+              hparams: dict | None = None) -> dict:
+    set_seed(0)
+    dims = {"text": ds.dims["text"]} if model_name.startswith("text_") else ds.dims
+    model = build(model_name, dims, **(hparams or {})).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    n = len(ds.train)
+    batches = [make_batch(ds.train, [(i * batch + j) % n for j in range(batch)]).to(device)
+               for i in range(warmup + steps)]
+    times = []
+    for i, b in enumerate(batches):
+        t0 = time.perf_counter()
+        out = model(b)
+        loss = torch.nn.functional.l1_loss(out.pred, b.labels) + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    ms = 1000 * statistics.median(times)
+    return {"model": model_name, "batch": batch, "ms_per_step": round(ms, 3),
+            "samples_per_s": round(batch / (ms / 1000), 1), "n_params": count_parameters(model)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="early_fusion,late_fusion,mult")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--dataset", default="synth-mosi")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="print only the JSON list")
+    args = ap.parse_args(argv)
+    if args.steps < 20:
+        ap.error("--steps must be >= 20 (the median of at least 20 timed steps)")
+    ds = get_dataset(args.dataset, seed=0)
+    rows = [step_time(m.strip(), ds, args.batch, args.steps, args.warmup, args.device)
+            for m in args.models.split(",") if m.strip()]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['model']:>18}: {r['ms_per_step']:8.2f} ms/step  {r['samples_per_s']:8.1f} samples/s  "
+                  f"{r['n_params']:>9,} params")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

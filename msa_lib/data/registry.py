@@ -1,0 +1,93 @@
+"""`get_dataset(name, ...)`: one entry point for every dataset the book uses.
+
+Names (DATA.md):
+- ``synth-mosi``, ``synth-mosei``, ``synth-sims``: SynthMSA presets with the real dims and split sizes;
+- ``mosi-text``: real CMU-MOSI transcripts and labels, text only;
+- ``mosi-semi``: real MOSI text + SynthMSA audio/vision generated from each real label (semi-synthetic);
+- ``mmsa:<path>``: an MMSA feature pickle (aligned_50 / unaligned_50 / unaligned_39);
+- ``multibench:<path>``: a MulT / MultiBench pickle (mosi_data.pkl, mosei_senti_data.pkl).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from msa_lib.data.mmsa import load_multibench, load_mmsa
+from msa_lib.data.real import data_available, default_data_root, load_mosi_text
+from msa_lib.data.schema import SPLITS, DataError, MSADataset
+from msa_lib.data.synth import make_synth, synth_modalities_for_labels
+
+SYNTH_PRESETS = {"synth-mosi": "mosi", "synth-mosei": "mosei", "synth-sims": "sims"}
+NAMES = (*SYNTH_PRESETS, "mosi-text", "mosi-semi", "mmsa:<path>", "multibench:<path>")
+
+
+def get_dataset(name: str, seed: int = 0, *, data_root: str | Path | None = None, **kw: Any) -> MSADataset:
+    """Load or generate dataset ``name``.
+
+    ``seed`` drives synthetic generation and any subsampling (real data itself never changes).
+    Extra keywords go to the underlying loader: SynthMSA knobs (e.g. ``scale``, ``domain_shift``,
+    ``clue_noise``) for synthetic names; ``max_samples``, ``encoder``, ``cache_dir`` for MOSI text.
+    """
+    if name in SYNTH_PRESETS:
+        return make_synth(SYNTH_PRESETS[name], seed=seed, **kw)
+    if name == "mosi-text":
+        return load_mosi_text(data_root, seed=seed, **kw)
+    if name == "mosi-semi":
+        return mosi_semi(data_root, seed=seed, **kw)
+    if name.startswith("mmsa:"):
+        return load_mmsa(name.split(":", 1)[1], **kw)
+    if name.startswith("multibench:"):
+        return load_multibench(name.split(":", 1)[1], **kw)
+    raise KeyError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")
+
+
+def mosi_semi(data_root: str | Path | None = None, seed: int = 0, *, synth_overrides: dict | None = None,
+              **text_kw: Any) -> MSADataset:
+    """Real MOSI transcripts + SynthMSA audio/vision generated from each sample's *real* label.
+
+    Always labelled semi-synthetic: the text is real, the audio and vision are not. It lets the
+    multimodal models run on real language while the non-verbal ground truth stays known.
+    """
+    text = load_mosi_text(data_root, seed=seed, **text_kw)
+    splits, gen_prov = {}, {}
+    for split in SPLITS:
+        sp = text.split(split)
+        g = synth_modalities_for_labels(sp.labels, "mosi", seed=seed, split=split, **(synth_overrides or {}))
+        gen_prov[split] = g.pop("provenance")
+        splits[split] = replace(sp, audio=g["audio"], vision=g["vision"], audio_lengths=g["audio_lengths"],
+                                vision_lengths=g["vision_lengths"], interaction=g["interaction"], domain=g["domain"],
+                                cue_time=g["cue_time"], audio_clue=g["audio_clue"], vision_clue=g["vision_clue"],
+                                emotions=g["emotions"])
+    prov = {**text.provenance, "kind": "semi-synthetic",
+            "source": f"real MOSI transcripts ({text.provenance['source']}) + SynthMSA audio/vision",
+            "label": "SEMI-SYNTHETIC: real text and labels, synthetic audio and vision",
+            "synthetic_modalities": ["audio", "vision"], "synth": gen_prov[SPLITS[0]]["config"], "seed": seed}
+    return replace(text, name="mosi-semi", provenance=prov, **splits)
+
+
+def describe_available(data_root: str | Path | None = None) -> dict[str, str]:
+    """Which named datasets can be built here, with the reason when one cannot."""
+    root = Path(data_root) if data_root else default_data_root()
+    real_ok = data_available(root)
+    out = {n: "available (synthetic)" for n in SYNTH_PRESETS}
+    for n in ("mosi-text", "mosi-semi"):
+        out[n] = "available (real transcripts)" if real_ok else f"missing: no MOSI transcripts under {root}"
+    out["mmsa:<path>"] = "needs an MMSA feature pickle (see the appendix)"
+    out["multibench:<path>"] = "needs a MultiBench pickle"
+    return out
+
+
+def label_summary(ds: MSADataset) -> dict[str, dict[str, float]]:
+    """Per split: size, mean/std of labels, share of exact zeros and of positives."""
+    out = {}
+    for s, sp in ds.splits.items():
+        if sp.labels is None:
+            continue
+        y = sp.labels
+        out[s] = {"n": int(len(y)), "mean": float(y.mean()), "std": float(y.std()), "zero": float((y == 0).mean()),
+                  "positive": float((y > 0).mean())}
+    return out
+
+
+__all__ = ["get_dataset", "mosi_semi", "describe_available", "label_summary", "NAMES"]
