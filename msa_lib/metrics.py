@@ -121,7 +121,9 @@ def _r4(x: Any) -> float:
     exact ties such as 39/160 = 0.24375, so each key keeps the type it has in MMSA.
     """
     if isinstance(x, np.generic):
-        return float(np.round(x, 4))
+        r = np.round(x, 4)
+        # float32 -> shortest repr first, so 0.8972 does not become 0.8971999883651733 in JSON.
+        return float(str(r)) if r.dtype == np.float32 else float(r)
     return round(float(x), 4)
 
 

@@ -153,6 +153,16 @@ def test_same_seed_is_bit_identical_and_seeds_differ():
     assert np.array_equal(a.test.audio, d.test.audio)
 
 
+def test_output_does_not_depend_on_thread_count(monkeypatch):
+    import msa_lib.data.synth as synth
+    kw = dict(n_train=300, n_valid=10, n_test=10, dims=(768, 5, 20), n_domains=2, domain_shift=1.0)
+    monkeypatch.setattr(synth, "_n_threads", lambda: 1)
+    one = make_synth("mosi", seed=4, **kw)
+    monkeypatch.setattr(synth, "_n_threads", lambda: 3)
+    three = make_synth("mosi", seed=4, **kw)
+    assert np.array_equal(one.train.text, three.train.text)
+
+
 # -- the mechanism ----------------------------------------------------------------------------------
 def test_probes_recover_interaction_types(big):
     ds, _ = big

@@ -1,0 +1,117 @@
+"""Notebook hygiene, papermill smoke runs of every chapter, the results contract and a book build.
+
+The smoke outputs go to a temporary copy of the book sources, so `make test` never overwrites the
+default-profile outputs that `make book` produced.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from msa_lib.cli import load_profile, notebook_paths, run_notebook
+from msa_lib.reporting import load_results
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = notebook_paths()
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_hygiene(nb):
+    book = nbformat.read(nb, as_version=4)
+    assert book.metadata.kernelspec.name == "python3"
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{nb.name}: outputs committed"
+    tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{nb.name}: needs exactly one cell tagged 'parameters'"
+    src = "\n".join(c.source for c in code)
+    assert ".cuda()" not in src and "/work/" not in src, f"{nb.name}: hard-coded device or path"
+    assert "class " not in src and "nn.Module" not in src, f"{nb.name}: model code belongs in msa_lib"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_profiles_declare_only_known_parameters(nb, profile):
+    params = load_profile(nb, profile)
+    declared = set(pm.inspect_notebook(str(nb)))
+    assert set(params) <= declared, f"{nb.name}/{profile}: unknown {set(params) - declared}"
+    if profile != "smoke":
+        assert len(params.get("seeds", [])) >= 3, f"{profile} profile needs >= 3 seeds"
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """Copy the book sources into a temp dir and execute every notebook there with smoke parameters."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("generated", "_build"))
+    out = root / "book" / "generated"
+    timings = {nb.stem: run_notebook(nb, out, "smoke", data_root=str(ROOT.parent / "shared" / "data"))
+               for nb in NOTEBOOKS}
+    return root, out, timings
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_smoke_results_contract(smoke_book, nb):
+    _, out, timings = smoke_book
+    res = load_results(out / nb.stem / "results.json")  # validates the schema
+    assert res["profile"] == "smoke"
+    assert res["tables"], "no tables"
+    for tid, rows in res["tables"].items():
+        for row in rows:
+            if row["mean"] is not None and row["metric"] != "MAE":
+                assert -1.0 <= row["mean"] <= 1.0 + 1e-9, f"{tid}: {row}"
+            if row["metric"] == "MAE" and row["mean"] is not None:
+                assert 0.0 <= row["mean"] < 10.0
+    assert res["claims"] and all(c["verdict"] in ("supported", "not supported", "inconclusive") for c in res["claims"])
+    # One smoke seed can never support a claim: the verdict rule needs >= 3 seeds.
+    assert all(c["verdict"] == "inconclusive" for c in res["claims"] if c.get("n_seeds", 0) < 3)
+    assert timings[nb.stem] < 120, f"smoke run took {timings[nb.stem]:.0f} s"
+
+
+@pytest.mark.notebook
+def test_parameters_change_what_runs(smoke_book, tmp_path):
+    """A papermill parameter must reach the run: different seeds and models show up in results.json."""
+    nb = ROOT / "notebooks" / "00_data_and_protocol.ipynb"
+    run_notebook(nb, tmp_path, "smoke", overrides={"seeds": [7], "text_models": ["text_mlp"],
+                                                   "fusion_models": ["early_fusion", "late_fusion"]})
+    res = load_results(tmp_path / nb.stem / "results.json")
+    assert res["provenance"]["seeds"] == [7]
+    methods = {r["method"] for r in res["tables"]["T-mosi-text"]}
+    assert methods == {"MiniLM mean-pool + MLP"}
+    assert {r["method"] for r in res["tables"]["T-synth-baselines"]} == {"Early fusion (EF)", "Late fusion (LF)"}
+    runs = list((tmp_path / "runs").rglob("seed7-*.json"))
+    assert len(runs) == 3
+
+
+def test_unknown_parameter_is_refused(tmp_path):
+    nb = ROOT / "notebooks" / "00_data_and_protocol.ipynb"
+    with pytest.raises(SystemExit, match="not declared"):
+        run_notebook(nb, tmp_path, "smoke", overrides={"sedes": [1]})
+
+
+@pytest.mark.book
+def test_book_builds_from_smoke_outputs(smoke_book):
+    root, _, _ = smoke_book
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", str(root)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    html = root / "_build" / "html"
+    assert (html / "index.html").exists()
+    chapter = (html / "book" / "generated" / "00_data_and_protocol.html").read_text()
+    assert "Claims and verdicts" in chapter and "<table" in chapter and "<img" in chapter
