@@ -3,6 +3,7 @@
     msa-book run --profile default                 # every notebook -> book/generated/
     msa-book run --profile smoke --only 00         # one chapter
     msa-book run -p seeds "[1111,1112]"            # override a parameter for every chapter
+    msa-book build                                  # render the book (jupyter-book build -W -n --keep-going .)
     msa-book models                                 # the model registry
     msa-book featurize --data-root ../shared/data   # pre-compute the cached MiniLM features
 
@@ -88,6 +89,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    import subprocess
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", "-W", "-n", "--keep-going", str(args.root)]
+    print("[msa-book]", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from msa_lib.models import available
     print("\n".join(available()))
@@ -96,7 +105,7 @@ def cmd_models(_: argparse.Namespace) -> int:
 
 def cmd_featurize(args: argparse.Namespace) -> int:
     from msa_lib.data import get_dataset
-    ds = get_dataset("mosi-text", data_root=args.data_root)
+    ds = get_dataset("mosi-text", data_root=args.data_root, cache_dir=args.cache_dir, progress=True)
     print(ds.describe())
     return 0
 
@@ -111,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data-root", default=None, help="folder with the real data (default ../shared/data)")
     r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"))
     r.set_defaults(func=cmd_run)
+    b = sub.add_parser("build", help="render the book from the executed notebooks")
+    b.add_argument("--root", default=str(ROOT))
+    b.set_defaults(func=cmd_build)
     m = sub.add_parser("models", help="list registered models")
     m.set_defaults(func=cmd_models)
     f = sub.add_parser("featurize", help="cache MiniLM features of the real MOSI transcripts")
     f.add_argument("--data-root", default=None)
+    f.add_argument("--cache-dir", default=".cache/msa_lib")
     f.set_defaults(func=cmd_featurize)
     args = ap.parse_args(argv)
     return args.func(args)

@@ -117,8 +117,13 @@ def styled_table(long: pd.DataFrame, caption: str = "", digits: int = 1, compact
     """
     wide = format_cells(long, digits)
     if compact and not wide.empty:
-        wide = wide.loc[:, [c for c in wide.columns if c[1] == "reproduced"]]
-        wide.columns = [c[0] for c in wide.columns]
+        # One column per metric: our mean ± std, or the reported value marked "(reported)" for
+        # context rows that have no run of ours.
+        merged = pd.DataFrame(index=wide.index)
+        for m in dict.fromkeys(c[0] for c in wide.columns):
+            rep, ours = wide[(m, "reported")], wide[(m, "reproduced")]
+            merged[m] = [o if o != "—" else (f"{r} (reported)" if r != "n/a" else "n/a") for r, o in zip(rep, ours)]
+        wide = merged
     best = _best_mask(long, wide, compact)
     sty = wide.style.set_caption(caption).set_table_styles([
         {"selector": "caption", "props": "caption-side: top; font-weight: bold; text-align: left;"},
@@ -151,8 +156,9 @@ def claims_frame(effects: Iterable[Effect]) -> pd.DataFrame:
     rows = []
     for e in effects:
         s = display_scale(e.metric)
+        dg = 2 if s != 1 else 3
         rows.append({"id": e.id, "claim": e.claim, "dataset": e.dataset, "metric": e.metric,
-                     "effect": round(e.effect * s, 2), "95% CI": f"[{e.ci_low * s:.2f}, {e.ci_high * s:.2f}]",
+                     "effect": f"{e.effect * s:+.{dg}f}", "95% CI": f"[{e.ci_low * s:.{dg}f}, {e.ci_high * s:.{dg}f}]",
                      "seeds": e.n_seeds, "verdict": e.verdict, "note": e.note})
     return pd.DataFrame(rows)
 
@@ -223,6 +229,14 @@ def load_results(path: str | Path) -> dict[str, Any]:
     d = json.loads(Path(path).read_text())
     validate_results(d)
     return d
+
+
+def styled_cost(cost: dict[str, dict[str, float]], caption: str = "Cost (2 CPU cores unless noted)"):
+    """The cost section as a readable table: parameters, train s/epoch, inference ms/sample."""
+    df = pd.DataFrame(cost).T.rename(columns={"n_params": "parameters", "train_s_per_epoch": "train s / epoch",
+                                              "infer_ms_per_sample": "inference ms / sample"})
+    return df.style.set_caption(caption).format({"parameters": "{:,.0f}", "train s / epoch": "{:.2f}",
+                                                 "inference ms / sample": "{:.3f}"})
 
 
 def cost_summary(records: Iterable[RunRecord], method_names: dict[str, str] | None = None) -> dict[str, dict[str, float]]:

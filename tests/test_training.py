@@ -148,3 +148,10 @@ def test_predict_extras(tiny_ds):
     model = build("late_fusion", tiny_ds.dims)
     p, ex = predict(model, tiny_ds, "test", batch_size=7, return_extras=True)
     assert p.shape == (24,) and ex["modality_weights"].shape == (24, 3)
+
+
+def test_track_test_adds_test_curve_without_changing_selection(tiny_ds):
+    a = run_one(tiny_ds, "x", "early_fusion", seed=3, train=FAST)
+    b = run_one(tiny_ds, "x", "early_fusion", seed=3, train={**FAST, "track_test": True})
+    assert "test_select" not in a.history[0] and "test_select" in b.history[0]
+    assert a.test_metrics == b.test_metrics and a.best_epoch == b.best_epoch

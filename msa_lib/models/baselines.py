@@ -107,7 +107,7 @@ class MulT(MSAModel):
     masked mean; the targets' summaries are concatenated into a residual MLP head (Tsai et al. 2019,
     scaled down for CPU)."""
 
-    def __init__(self, dims, hidden: int = 32, heads: int = 4, cross_depth: int = 1, self_depth: int = 1,
+    def __init__(self, dims, hidden: int = 32, heads: int = 2, cross_depth: int = 1, self_depth: int = 1,
                  dropout: float = 0.1, max_len: int = 512, n_out: int = 1, modalities=None):
         super().__init__(dims, modalities, n_out)
         if len(self.modalities) < 2:

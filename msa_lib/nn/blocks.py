@@ -96,13 +96,17 @@ class LearnedPositionalEmbedding(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN self-attention + MLP block with residuals; ``mask`` is True on valid positions."""
+    """Pre-LN self-attention + MLP block with residuals; ``mask`` is True on valid positions.
+
+    ``dropout`` acts on the residual branches; ``attn_dropout`` on the attention weights (off by
+    default: on CPU, sampling a (B, heads, L, L) mask costs more than the attention itself).
+    """
 
     def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0,
-                 act: type[nn.Module] = nn.GELU):
+                 act: type[nn.Module] = nn.GELU, attn_dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), act(), nn.Dropout(dropout),
                                  nn.Linear(int(dim * mlp_ratio), dim))
@@ -136,11 +140,12 @@ class CrossAttentionBlock(nn.Module):
     This is the MulT cross-modal unit, TEXT's explanation-alignment unit and MIDG's CM-Adapter core.
     """
 
-    def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 attn_dropout: float = 0.0):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(int(dim * mlp_ratio), dim))
