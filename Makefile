@@ -8,7 +8,6 @@ OUT ?= book/generated
 DATA_ROOT ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: book notebooks html test setup clean help

@@ -253,6 +253,18 @@ def cost_summary(records: Iterable[RunRecord], method_names: dict[str, str] | No
 # ----------------------------------------------------------------------------------------------
 # Figures
 def setup_plots() -> None:
+    """Seaborn theme, and the inline backend inside a notebook kernel.
+
+    A kernel started with ``MPLBACKEND=Agg`` in its environment would silently drop every figure
+    from the executed notebook (and so from the book); forcing ``inline`` there prevents that.
+    """
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+        if ip is not None and getattr(ip, "kernel", None) is not None:
+            ip.run_line_magic("matplotlib", "inline")
+    except ImportError:
+        pass
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight"})
 

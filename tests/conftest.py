@@ -9,7 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # this process only; notebook kernels force the inline backend themselves
 
 from msa_lib.data.schema import MSADataset, Split  # noqa: E402
 
