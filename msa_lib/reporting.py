@@ -284,6 +284,31 @@ def plot_metric_bars(long: pd.DataFrame, metric: str, ax=None, title: str | None
     return ax
 
 
+def plot_mosi_labels(table: pd.DataFrame):
+    """Real MOSI label histogram per split, and the share of negative / zero / positive labels."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for split in ("train", "valid", "test"):
+        g = table[table["split"] == split]
+        axes[0].hist(g["label"], bins=np.arange(-3.1, 3.2, 0.2), alpha=0.55, label=f"{split} (n={len(g)})", density=True)
+    axes[0].set(xlabel="sentiment label", ylabel="density", title="CMU-MOSI labels per split (real)")
+    axes[0].legend()
+    classes = pd.cut(table["label"].round(6), [-3.01, -1e-4, 1e-4, 3.01], labels=["negative", "zero", "positive"])
+    share = pd.crosstab(table["split"], classes, normalize="index").reindex(["train", "valid", "test"])
+    share.plot.bar(stacked=True, ax=axes[1], title="share of negative / exactly-zero / positive labels", rot=0)
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mosei_labels(table: pd.DataFrame):
+    """The coarse MOSEI label file: 7-class sentiment and strongest-emotion counts."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    table["label7"].value_counts().sort_index().plot.bar(ax=axes[0], rot=0, title="MOSEI 7-class sentiment (real label file)")
+    table["emotion"].value_counts().plot.bar(ax=axes[1], rot=30, title="MOSEI strongest emotion (label6)")
+    fig.tight_layout()
+    return fig
+
+
 def plot_training_curves(records: Iterable[RunRecord], key: str = "val_select", ax=None, title: str = ""):
     """Validation curves per variant (mean over seeds, band = min..max)."""
     rows = [{"variant": r.variant, "dataset": r.dataset, "seed": r.seed, "epoch": h["epoch"], key: h[key]}

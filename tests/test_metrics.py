@@ -548,3 +548,15 @@ def test_emotion_metrics_probabilities_and_defaults():
     assert m == emotion_metrics(probs, truth, pred_threshold=0.5)
     with pytest.raises(ValueError, match="shape"):
         emotion_metrics(probs[:, :5], truth)
+
+
+def test_rounding_follows_mmsa_types_on_exact_ties():
+    """MMSA rounds numpy scalars (Mult_acc) with numpy and sklearn floats (acc_2) with Python."""
+    truth = np.zeros(160, dtype=np.float32)
+    preds = np.full(160, 2.0, dtype=np.float32)
+    preds[:39] = 0.0  # 39/160 = 0.24375 correct for Acc-7 / Acc-5
+    m = regression_metrics(preds, truth, "mosi")
+    assert m["Mult_acc_7"] == 0.2438  # numpy: round(2437.5) -> 2438 (half to even)
+    assert round(39 / 160, 4) == 0.2437  # what Python's correctly rounded round() would give
+    assert m["Has0_acc_2"] == 1.0  # every truth is 0 -> non-negative; every pred >= 0
+    assert np.isnan(m["Non0_acc_2"])  # no non-zero truth

@@ -116,3 +116,15 @@ def test_book_builds_from_smoke_outputs(smoke_book):
     assert (html / "index.html").exists()
     chapter = (html / "book" / "generated" / "00_data_and_protocol.html").read_text()
     assert "Claims and verdicts" in chapter and "<table" in chapter and "<img" in chapter
+
+
+@pytest.mark.notebook
+def test_runs_without_real_data(tmp_path):
+    """Without ../shared/data the chapter falls back to SynthMSA and labels it synthetic."""
+    nb = ROOT / "notebooks" / "00_data_and_protocol.ipynb"
+    run_notebook(nb, tmp_path, "smoke", overrides={"data_root": str(tmp_path / "no-data"), "fusion_models": ["early_fusion"],
+                                                   "text_models": ["text_mlp"]})
+    res = load_results(tmp_path / nb.stem / "results.json")
+    names = {r["dataset"] for r in res["tables"]["T-mosi-text"]}
+    assert names and all("synthetic fallback" in n for n in names)
+    assert not any("MMSA" in r["method"] for r in res["tables"]["T-mosi-text"])

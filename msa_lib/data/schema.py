@@ -221,6 +221,16 @@ class MSADataset:
         return (f"{self.name} ({kind}): sizes {self.sizes}, dims {self.dims}, "
                 f"label range {self.label_range}, source {self.provenance.get('source', '?')}")
 
+    def drop_modalities(self, *modalities: str, name: str | None = None) -> "MSADataset":
+        """A view without ``modalities`` (e.g. a text-only version of a multimodal dataset)."""
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; expected some of {MODALITIES}")
+        blank = {m: None for m in modalities} | {f"{m}_lengths": None for m in modalities}
+        new = {s: replace(sp, **blank) for s, sp in self.splits.items()}
+        prov = {**self.provenance, "dropped_modalities": sorted(modalities)}
+        return replace(self, name=name or self.name, provenance=prov, **new)
+
     def with_splits(self, **splits: Split) -> "MSADataset":
         return replace(self, **splits)
 
