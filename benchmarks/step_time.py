@@ -57,12 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="print only the JSON list")
+    ap.add_argument("--save", default=None, help="also write the JSON list (with machine facts) to this file")
     args = ap.parse_args(argv)
     if args.steps < 20:
         ap.error("--steps must be >= 20 (the median of at least 20 timed steps)")
     ds = get_dataset(args.dataset, seed=0)
     rows = [step_time(m.strip(), ds, args.batch, args.steps, args.warmup, args.device)
             for m in args.models.split(",") if m.strip()]
+    if args.save:
+        import os
+        import platform
+        from pathlib import Path
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps({"dataset": args.dataset, "device": args.device, "cpu_count": os.cpu_count(),
+                                               "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
+                                               "rows": rows}, indent=1))
     if args.json:
         print(json.dumps(rows))
     else:
