@@ -201,7 +201,9 @@ def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, se
     v = Variant.coerce(variant)
     cfg = TrainConfig.from_dict({**(train or {}), **v.train, "device": device, "progress": progress})
     params = {"model": v.model, "hparams": v.hparams, "train": config_dict(cfg), "data": dataset_fingerprint(ds),
-              "seed": seed, "version": msa_lib.__version__}
+              "seed": seed, "version": msa_lib.__version__,
+              # a record without the summary a caller now wants must not be reused
+              "summarise": getattr(summarise, "__qualname__", None)}
     phash = param_hash(params)
     if cache is not None:
         hit = cache.get(ds.name, variant_name, seed, phash)

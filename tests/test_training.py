@@ -86,11 +86,14 @@ def test_run_cache_resumes(tiny_ds, tmp_path):
     run_grid([tiny_ds], {"ef": {"model": "early_fusion", "hparams": {"hidden": 32}}}, [1], tmp_path, train=FAST,
              progress=False)
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 5
-    # A corrupt record is recomputed.
+    # A corrupt record is ignored and recomputed (identically, by determinism).
+    good = json.loads(files[0].read_text())
     files[0].write_text("{not json")
     cache = RunCache(tmp_path)
-    rec = json.loads(files[1].read_text())
-    assert cache.get(rec["dataset"], rec["variant"], rec["seed"], rec["param_hash"]) is not None
+    assert cache.get(good["dataset"], good["variant"], good["seed"], good["param_hash"]) is None
+    run_grid([tiny_ds], {"ef": "early_fusion", "lf": {"model": "late_fusion"}}, [1, 2], tmp_path, train=FAST,
+             progress=False)
+    assert json.loads(files[0].read_text())["test_metrics"] == good["test_metrics"]
 
 
 def test_atomic_write_leaves_no_temp(tmp_path):

@@ -105,16 +105,4 @@ def describe_available(data_root: str | Path | None = None) -> dict[str, str]:
     return out
 
 
-def label_summary(ds: MSADataset) -> dict[str, dict[str, float]]:
-    """Per split: size, mean/std of labels, share of exact zeros and of positives."""
-    out = {}
-    for s, sp in ds.splits.items():
-        if sp.labels is None:
-            continue
-        y = sp.labels
-        out[s] = {"n": int(len(y)), "mean": float(y.mean()), "std": float(y.std()), "zero": float((y == 0).mean()),
-                  "positive": float((y > 0).mean())}
-    return out
-
-
-__all__ = ["get_dataset", "get_dataset_or_fallback", "mosi_semi", "describe_available", "label_summary", "NAMES"]
+__all__ = ["get_dataset", "get_dataset_or_fallback", "mosi_semi", "describe_available", "NAMES"]
