@@ -85,7 +85,8 @@ _EXTRA_LABELS = ("classification_labels", "regression_labels_T", "regression_lab
 # --------------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------------
-def _md5(path: Path, chunk: int = 1 << 22) -> str:
+def file_md5(path: Path, chunk: int = 1 << 22) -> str:
+    """md5 of a file, read in chunks (feature pickles can be GBs)."""
     h = hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
@@ -165,6 +166,17 @@ def _str_ids(v: np.ndarray) -> np.ndarray:
     flat = v.reshape(v.shape[0], -1)
     return np.array(["$_$".join(x.decode() if isinstance(x, bytes) else str(x) for x in row) for row in flat],
                     dtype=str)
+
+
+def _split_ids(d: dict, n: int, where: str, split: str) -> np.ndarray:
+    """The split's ``id`` field as strings, or generated ``<split>_<row>`` ids when the file has none."""
+    if "id" not in d:
+        return np.array([f"{split}_{i:04d}" for i in range(n)], dtype=str)
+    ids_raw = _as_array(d["id"], where, "id")
+    if ids_raw.ndim == 0 or ids_raw.shape[0] != n:
+        raise DataError(f"{where}: field 'id' has {ids_raw.shape[0] if ids_raw.ndim else 0} entries but 'text' "
+                        f"has {n} (mismatched N between fields)")
+    return _str_ids(ids_raw)
 
 
 def _labels_1d(v: np.ndarray, n: int, where: str, key: str) -> np.ndarray:
@@ -282,14 +294,7 @@ def _parse_mmsa_split(d: Any, path: Path, split: str, *, flat: bool, counts: dic
         if key in d:
             extras[key] = _labels_1d(_as_array(d[key], where, key), n, where, key)
 
-    if "id" in d:
-        ids_raw = _as_array(d["id"], where, "id")
-        if ids_raw.ndim == 0 or ids_raw.shape[0] != n:
-            raise DataError(f"{where}: field 'id' has {ids_raw.shape[0] if ids_raw.ndim else 0} entries but 'text' "
-                            f"has {n} (mismatched N between fields)")
-        ids = _str_ids(ids_raw)
-    else:
-        ids = np.array([f"{split}_{i:04d}" for i in range(n)], dtype=str)
+    ids = _split_ids(d, n, where, split)
     raw_text = None
     if "raw_text" in d:
         rt = _as_array(d["raw_text"], where, "raw_text")
@@ -359,7 +364,7 @@ def load_mmsa(path: str | Path, *, name: str | None = None, metric_family: str |
     provenance = {
         "kind": "real",
         "source": str(path),
-        "md5": _md5(path),
+        "md5": file_md5(path),
         "layout": "mmsa-unaligned" if has_lengths else "mmsa-aligned",
         "flat_single_split": flat,
         "labelled": labelled,
@@ -415,15 +420,8 @@ def load_multibench(path: str | Path, *, name: str | None = None, metric_family:
         _check_n(arrs["audio"], n, where, "audio", "text")
         _check_n(arrs["vision"], n, where, "vision", "text")
         labels = _labels_1d(_as_array(d["labels"], where, "labels"), n, where, "labels")
-        if "id" in d:
-            ids_raw = _as_array(d["id"], where, "id")
-            if ids_raw.ndim == 0 or ids_raw.shape[0] != n:
-                raise DataError(f"{where}: field 'id' has {ids_raw.shape[0] if ids_raw.ndim else 0} entries but "
-                                f"'text' has {n} (mismatched N between fields)")
-            ids = _str_ids(ids_raw)
-        else:
-            ids_generated = True
-            ids = np.array([f"{s}_{i:04d}" for i in range(n)], dtype=str)
+        ids_generated = ids_generated or "id" not in d
+        ids = _split_ids(d, n, where, s)
         c: dict = {}
         feats = {k: _sanitise(v, where, k, c) for k, v in arrs.items()}
         counts[s] = c
@@ -439,7 +437,7 @@ def load_multibench(path: str | Path, *, name: str | None = None, metric_family:
     provenance = {
         "kind": "real",
         "source": str(path),
-        "md5": _md5(path),
+        "md5": file_md5(path),
         "layout": "multibench",
         "labelled": True,
         "sanitised": counts,

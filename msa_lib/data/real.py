@@ -10,7 +10,6 @@ Nothing here downloads anything. A missing folder raises `DataError` explaining 
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .mmsa import file_md5
 from .schema import EMOTIONS, DataError, MSADataset, Split
 
 __all__ = [
@@ -69,10 +69,6 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def _read_tsv(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, dtype={"text": str})
@@ -117,7 +113,7 @@ def load_mosi_text(data_dir: str | Path | None = None, *, encoder: Any = None,
     root = _root(data_dir)
     tables = mosi_transcripts(root)
     tdir = root / "mosi" / "transcripts"
-    md5 = {split: _md5(tdir / f"{stem}.tsv") for stem, split in MOSI_TSV_SPLITS.items()}
+    md5 = {split: file_md5(tdir / f"{stem}.tsv") for stem, split in MOSI_TSV_SPLITS.items()}
     if isinstance(encoder, TextEncoder):
         enc_kw: dict[str, Any] = {"encoder": encoder}
         enc_path = str(encoder.path)
