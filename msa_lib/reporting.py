@@ -225,6 +225,20 @@ def validate_results(d: dict[str, Any]) -> None:
             raise ValueError(f"results.json: provenance lacks {k!r}")
 
 
+def parameters_snapshot(notebook: str, namespace: dict[str, Any], notebooks_dir: str | Path = "notebooks") -> dict[str, Any]:
+    """The values the running notebook actually uses for each parameter its source declares.
+
+    Recorded in results.json so that a rerun with ``-p seeds "[1,2]"`` is visible in its results.
+    Empty when the source notebook cannot be found (e.g. run from another working directory).
+    """
+    src = Path(notebooks_dir) / f"{notebook}.ipynb"
+    if not src.exists():
+        return {}
+    import papermill as pm
+    names = pm.inspect_notebook(str(src))
+    return {k: namespace[k] for k in names if k in namespace and isinstance(namespace[k], (str, int, float, bool, list, dict, type(None)))}
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     d = json.loads(Path(path).read_text())
     validate_results(d)

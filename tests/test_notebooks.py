@@ -92,6 +92,8 @@ def test_parameters_change_what_runs(smoke_book, tmp_path):
                                                    "fusion_models": ["early_fusion", "late_fusion"]})
     res = load_results(tmp_path / nb.stem / "results.json")
     assert res["provenance"]["seeds"] == [7]
+    assert res["provenance"]["parameters"]["seeds"] == [7] and res["provenance"]["parameters"]["profile"] == "smoke"
+    assert res["provenance"]["parameters"]["text_models"] == ["text_mlp"]
     methods = {r["method"] for r in res["tables"]["T-mosi-text"]}
     assert methods == {"MiniLM mean-pool + MLP"}
     assert {r["method"] for r in res["tables"]["T-synth-baselines"]} == {"Early fusion (EF)", "Late fusion (LF)"}
