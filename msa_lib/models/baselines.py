@@ -108,7 +108,7 @@ class MulT(MSAModel):
     scaled down for CPU)."""
 
     def __init__(self, dims, hidden: int = 32, heads: int = 2, cross_depth: int = 1, self_depth: int = 1,
-                 dropout: float = 0.1, max_len: int = 512, n_out: int = 1, modalities=None):
+                 dropout: float = 0.1, max_len: int = 1024, n_out: int = 1, modalities=None):
         super().__init__(dims, modalities, n_out)
         if len(self.modalities) < 2:
             raise ValueError(f"mult needs at least two modalities; the dataset gives {self.modalities}")
