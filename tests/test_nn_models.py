@@ -92,3 +92,12 @@ def test_modality_subset(tiny_ds):
     out = model(next(tiny_ds.loader("train", 4)))
     assert out.extras["modality_weights"].shape == (4, 2)
     np.testing.assert_allclose(out.extras["modality_weights"].sum(-1).numpy(), 1.0, rtol=1e-6)
+
+
+def test_sinusoidal_positions_golden():
+    from msa_lib.nn import SinusoidalPositionalEmbedding
+    pe = SinusoidalPositionalEmbedding(4)(torch.zeros(1, 3, 4))[0]
+    # position 0: sin 0 = 0, cos 0 = 1; dims (sin f0, cos f0, sin f1, cos f1) with f0 = 1, f1 = 1e-4
+    torch.testing.assert_close(pe[0], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    torch.testing.assert_close(pe[1], torch.tensor([np.sin(1.0), np.cos(1.0), np.sin(1e-4), np.cos(1e-4)], dtype=torch.float32))
+    assert count_parameters(SinusoidalPositionalEmbedding(8)) == 0

@@ -9,7 +9,8 @@ from torch import nn
 
 from msa_lib.data.schema import Batch
 from msa_lib.models.base import ModelOutput, MSAModel, register
-from msa_lib.nn import MLP, CrossAttentionBlock, GRUEncoder, LearnedPositionalEmbedding, TransformerEncoder, masked_mean
+from msa_lib.nn import (MLP, CrossAttentionBlock, GRUEncoder, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding,
+                        TransformerEncoder, masked_mean)
 
 
 @register("text_mlp")
@@ -102,19 +103,19 @@ class LateFusion(MSAModel):
 
 @register("mult")
 class MulT(MSAModel):
-    """MulT-style: per-modality temporal conv projection, then for each target modality, cross-modal
-    Transformer blocks from each other modality, a self-attention layer over the concatenation, a
-    masked mean; the targets' summaries are concatenated into a residual MLP head (Tsai et al. 2019,
-    scaled down for CPU)."""
+    """MulT-style: per-modality temporal conv projection plus sinusoidal positions, then for each
+    target modality, cross-modal Transformer blocks from each other modality, a self-attention layer
+    over the concatenation, a masked mean; the targets' summaries are concatenated into an MLP head
+    (Tsai et al. 2019, scaled down for CPU)."""
 
     def __init__(self, dims, hidden: int = 32, heads: int = 2, cross_depth: int = 1, self_depth: int = 1,
-                 dropout: float = 0.1, max_len: int = 1024, n_out: int = 1, modalities=None):
+                 dropout: float = 0.1, n_out: int = 1, modalities=None):
         super().__init__(dims, modalities, n_out)
         if len(self.modalities) < 2:
             raise ValueError(f"mult needs at least two modalities; the dataset gives {self.modalities}")
         self.proj = nn.ModuleDict({m: nn.Conv1d(d, hidden, kernel_size=3, padding=1, bias=False)
                                    for m, d in self.dims.items()})
-        self.pos = nn.ModuleDict({m: LearnedPositionalEmbedding(max_len, hidden) for m in self.modalities})
+        self.pos = SinusoidalPositionalEmbedding(hidden)
         self.cross = nn.ModuleDict({
             f"{s}->{t}": nn.ModuleList(CrossAttentionBlock(hidden, heads, 2.0, dropout) for _ in range(cross_depth))
             for t in self.modalities for s in self.modalities if s != t})
@@ -126,7 +127,7 @@ class MulT(MSAModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         inp = self.inputs(batch)
-        h = {m: self.pos[m](self.proj[m](x.transpose(1, 2)).transpose(1, 2)) for m, (x, _) in inp.items()}
+        h = {m: self.pos(self.proj[m](x.transpose(1, 2)).transpose(1, 2)) for m, (x, _) in inp.items()}
         summaries = []
         for t in self.modalities:
             streams = []

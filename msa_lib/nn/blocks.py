@@ -95,6 +95,23 @@ class LearnedPositionalEmbedding(nn.Module):
         return x + self.pos[:, : x.shape[1]]
 
 
+class SinusoidalPositionalEmbedding(nn.Module):
+    """Fixed sine/cosine positions (Vaswani et al.), as MulT uses: no parameters, any length."""
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        self.dim, self.base = dim, base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length, half = x.shape[1], self.dim // 2
+        pos = torch.arange(length, device=x.device, dtype=x.dtype)[:, None]
+        freq = torch.exp(-torch.arange(half, device=x.device, dtype=x.dtype) * (torch.log(torch.tensor(self.base)) / max(1, half - 1)))
+        pe = torch.zeros(length, self.dim, device=x.device, dtype=x.dtype)
+        pe[:, 0:2 * half:2] = torch.sin(pos * freq)
+        pe[:, 1:2 * half:2] = torch.cos(pos * freq)
+        return x + pe[None]
+
+
 class TransformerBlock(nn.Module):
     """Pre-LN self-attention + MLP block with residuals; ``mask`` is True on valid positions.
 
