@@ -44,6 +44,23 @@ def git_commit() -> str:
         return "unknown"
 
 
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """md5 of the library's training-relevant source (data, nn, models, metrics, training).
+
+    Part of every run's parameter hash: a cached record is reused only if the code that produced
+    it is unchanged, so an edit to a model can never be hidden behind a stale cache.
+    """
+    root = Path(__file__).resolve().parent
+    files = sorted([*root.glob("data/*.py"), *root.glob("nn/*.py"), *root.glob("models/*.py"),
+                    *root.glob("features/*.py"), root / "metrics.py", root / "training.py"])
+    h = hashlib.md5()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def dataset_fingerprint(ds: MSADataset) -> str:
     """A short hash identifying the data a run saw (name, provenance, split sizes)."""
     prov = {k: v for k, v in ds.provenance.items() if k not in ("load_seconds",)}
@@ -201,7 +218,7 @@ def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, se
     v = Variant.coerce(variant)
     cfg = TrainConfig.from_dict({**(train or {}), **v.train, "device": device, "progress": progress})
     params = {"model": v.model, "hparams": v.hparams, "train": config_dict(cfg), "data": dataset_fingerprint(ds),
-              "seed": seed, "version": msa_lib.__version__,
+              "seed": seed, "version": msa_lib.__version__, "code": code_fingerprint(),
               # a record without the summary a caller now wants must not be reused
               "summarise": getattr(summarise, "__qualname__", None)}
     phash = param_hash(params)

@@ -158,3 +158,13 @@ def test_track_test_adds_test_curve_without_changing_selection(tiny_ds):
     b = run_one(tiny_ds, "x", "early_fusion", seed=3, train={**FAST, "track_test": True})
     assert "test_select" not in a.history[0] and "test_select" in b.history[0]
     assert a.test_metrics == b.test_metrics and a.best_epoch == b.best_epoch
+
+
+def test_code_fingerprint_is_in_the_run_hash(tiny_ds, monkeypatch):
+    """A code change must invalidate cached runs: the fingerprint enters the parameter hash."""
+    import msa_lib.experiments as ex
+    a = run_one(tiny_ds, "ef", "early_fusion", seed=1, train=FAST)
+    assert a.params["code"] == ex.code_fingerprint() and len(a.params["code"]) == 12
+    monkeypatch.setattr(ex, "code_fingerprint", lambda: "changedcode0")
+    b = run_one(tiny_ds, "ef", "early_fusion", seed=1, train=FAST)
+    assert b.param_hash != a.param_hash
