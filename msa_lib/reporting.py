@@ -167,6 +167,8 @@ def styled_claims(effects: Iterable[Effect], caption: str = "Claims and verdicts
     colors = {"supported": "background-color: #d4edda", "not supported": "background-color: #f8d7da",
               "inconclusive": "background-color: #fff3cd"}
     df = claims_frame(effects)
+    if not df.empty and (df["note"] == "").all():
+        df = df.drop(columns="note")
     return (df.style.hide(axis="index").set_caption(caption)
             .map(lambda v: colors.get(v, ""), subset=["verdict"]))
 
