@@ -112,6 +112,15 @@ def _read_pickle(path: Path, hint: str) -> Any:
                     f"expected a pickled dict of numpy arrays")
 
 
+def _read_dict(path: Path, hint: str, layout: str) -> Mapping:
+    """Unpickle ``path`` and insist on a dict, naming the type found otherwise."""
+    obj = _read_pickle(path, hint)
+    if not isinstance(obj, Mapping):
+        raise DataError(f"{path}: expected a pickled dict with keys 'train', 'valid', 'test' ({layout} layout); "
+                        f"found an object of type {type(obj).__name__}")
+    return obj
+
+
 def infer_family(text: str, labels: np.ndarray | None = None) -> str:
     """Guess the metric family from a name/path; ``mosi`` when nothing matches.
 
@@ -327,10 +336,7 @@ def load_mmsa(path: str | Path, *, name: str | None = None, metric_family: str |
     to float32. Every malformed input raises `DataError` naming the file, split, field and shapes.
     """
     path = Path(path)
-    obj = _read_pickle(path, MMSA_OBTAIN_HINT)
-    if not isinstance(obj, Mapping):
-        raise DataError(f"{path}: expected a pickled dict with keys 'train', 'valid', 'test' (MMSA layout); "
-                        f"found an object of type {type(obj).__name__}")
+    obj = _read_dict(path, MMSA_OBTAIN_HINT, "MMSA")
     keys = sorted(map(str, obj.keys()))
     has_splits = any(s in obj for s in SPLITS)
     flat = not has_splits and all(k in obj for k in _MMSA_FLAT_REQUIRED)
@@ -391,10 +397,7 @@ def load_multibench(path: str | Path, *, name: str | None = None, metric_family:
     Labels ``(N, 1, 1)`` are flattened to ``(N,)``. Same sanitising and errors as `load_mmsa`.
     """
     path = Path(path)
-    obj = _read_pickle(path, MULTIBENCH_OBTAIN_HINT)
-    if not isinstance(obj, Mapping):
-        raise DataError(f"{path}: expected a pickled dict with keys 'train', 'valid', 'test' (MulT/MultiBench "
-                        f"layout); found an object of type {type(obj).__name__}")
+    obj = _read_dict(path, MULTIBENCH_OBTAIN_HINT, "MulT/MultiBench")
     keys = sorted(map(str, obj.keys()))
     for s in SPLITS:
         if s not in obj:
