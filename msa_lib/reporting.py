@@ -44,7 +44,8 @@ def summary_table(records: Iterable[RunRecord], metrics: list[str], split: str =
     """
     rows = []
     recs = list(records)
-    keys = sorted({(r.dataset, r.variant) for r in recs}, key=lambda k: (k[0], _order(recs, k)))
+    first_seen = list(dict.fromkeys((r.dataset, r.variant) for r in recs))
+    keys = sorted(first_seen, key=lambda k: k[0])  # stable: variants keep their run order per dataset
     for ds, var in keys:
         group = [r for r in recs if r.dataset == ds and r.variant == var]
         name = (method_names or {}).get(var, var)
@@ -58,13 +59,6 @@ def summary_table(records: Iterable[RunRecord], metrics: list[str], split: str =
                          "std": round(float(vals.std(ddof=1)), 6) if len(vals) > 1 else (0.0 if len(vals) else None),
                          "n_seeds": int(len(vals))})
     return pd.DataFrame(rows, columns=["dataset", "method", "metric", "reported", "mean", "std", "n_seeds"])
-
-
-def _order(recs: list[RunRecord], key: tuple[str, str]) -> int:
-    for i, r in enumerate(recs):
-        if (r.dataset, r.variant) == key:
-            return i
-    return 0
 
 
 def context_rows(rows: Iterable[Any], label: str) -> pd.DataFrame:
