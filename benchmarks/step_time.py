@@ -2,6 +2,9 @@
 
     python benchmarks/step_time.py --models early_fusion,mult --batch 32 --dataset synth-mosi --json
 
+A model may carry hyper-parameters in brackets, ``name[key=value;key=value]`` (values are YAML), e.g.
+``--models "fusion_backbone,i2moe,i2moe[batched=false]"``.
+
 Prints a JSON list of {"model", "batch", "ms_per_step", "samples_per_s", "n_params"}; ms_per_step is
 the median of --steps (>= 20) timed optimiser steps after --warmup untimed ones. Text-only models
 are given the text modality only.
@@ -15,11 +18,29 @@ import sys
 import time
 
 import torch
+import yaml
 
 from msa_lib.data import get_dataset
 from msa_lib.data.schema import make_batch
 from msa_lib.models import build, count_parameters
 from msa_lib.training import set_seed
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"i2moe[batched=false;hidden=64]"`` → ("i2moe", {"batched": False, "hidden": 64})."""
+    spec = spec.strip()
+    if "[" not in spec:
+        return spec, {}
+    if not spec.endswith("]"):
+        raise ValueError(f"bad model spec {spec!r}; expected name[key=value;...]")
+    name, body = spec[:-1].split("[", 1)
+    hp = {}
+    for item in filter(None, (x.strip() for x in body.split(";"))):
+        if "=" not in item:
+            raise ValueError(f"bad hyper-parameter {item!r} in {spec!r}; expected key=value")
+        k, v = item.split("=", 1)
+        hp[k.strip()] = yaml.safe_load(v)
+    return name.strip(), hp
 
 
 def step_time(model_name: str, ds, batch: int, steps: int = 20, warmup: int = 5, device: str = "cpu",
@@ -44,8 +65,23 @@ def step_time(model_name: str, ds, batch: int, steps: int = 20, warmup: int = 5,
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times)
-    return {"model": model_name, "batch": batch, "ms_per_step": round(ms, 3),
+    label = model_name + (f"[{';'.join(f'{k}={v}' for k, v in hparams.items())}]" if hparams else "")
+    return {"model": label, "batch": batch, "ms_per_step": round(ms, 3),
             "samples_per_s": round(batch / (ms / 1000), 1), "n_params": count_parameters(model)}
+
+
+def split_specs(models: str) -> list[str]:
+    """Split on commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in models:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [m.strip() for m in out + [cur] if m.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 20:
         ap.error("--steps must be >= 20 (the median of at least 20 timed steps)")
     ds = get_dataset(args.dataset, seed=0)
-    rows = [step_time(m.strip(), ds, args.batch, args.steps, args.warmup, args.device)
-            for m in args.models.split(",") if m.strip()]
+    specs = [parse_spec(m) for m in split_specs(args.models)]
+    rows = [step_time(name, ds, args.batch, args.steps, args.warmup, args.device, hp) for name, hp in specs]
     if args.save:
         import os
         import platform

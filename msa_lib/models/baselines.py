@@ -9,7 +9,8 @@ from torch import nn
 
 from msa_lib.data.schema import Batch
 from msa_lib.models.base import ModelOutput, MSAModel, register
-from msa_lib.nn import (MLP, CrossAttentionBlock, GRUEncoder, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding,
+from msa_lib.nn import (MLP, CrossAttentionBlock, GRUEncoder, LearnedPositionalEmbedding, LowRankTensorFusion,
+                        SinusoidalPositionalEmbedding, SummaryEncoder,
                         TransformerEncoder, masked_mean)
 
 
@@ -141,4 +142,25 @@ class MulT(MSAModel):
             z = self.self_attn[t](torch.cat(streams, -1), inp[t][1])
             summaries.append(masked_mean(z, inp[t][1]))
         y = self.head(torch.cat(summaries, -1))
+        return ModelOutput(self.head_output(y), self.zero(y))
+
+
+@register("lrtf")
+class LRTF(MSAModel):
+    """Low-rank tensor fusion (LMF, Liu et al. 2018) over per-modality summaries, then an MLP head.
+
+    I2MoE's LRTF baseline: the same summary encoders as its experts (GRU, or ``encoder='mean'``),
+    fused multiplicatively.
+    """
+
+    def __init__(self, dims, gru_hidden: int = 64, fusion_dim: int = 64, rank: int = 4, dropout: float = 0.1,
+                 n_out: int = 1, modalities=None, encoder: str = "gru"):
+        super().__init__(dims, modalities, n_out)
+        self.gru = nn.ModuleDict({m: SummaryEncoder(d, gru_hidden, encoder) for m, d in self.dims.items()})
+        self.fusion = LowRankTensorFusion([gru_hidden] * len(self.modalities), fusion_dim, rank)
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(fusion_dim, n_out))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        z = self.fusion([self.gru[m](x, mask) for m, (x, mask) in self.inputs(batch).items()])
+        y = self.head(z)
         return ModelOutput(self.head_output(y), self.zero(y))

@@ -80,6 +80,29 @@ class GRUEncoder(nn.Module):
         return last, seq
 
 
+ENCODERS = ("gru", "mean")
+
+
+class SummaryEncoder(nn.Module):
+    """One modality's sequence → one vector: a GRU (last valid state, I2MoE's MOSI encoder), or ``'mean'``.
+
+    ``'mean'`` (masked mean → LayerNorm → Linear → ReLU) is our CPU-budget option: a GRU over 50
+    frames is ~10× slower on 2 cores and learns little in a few epochs. The fusion part, where
+    the paper models' mechanisms live, is identical either way; chapters say which one ran.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kind: str = "gru"):
+        super().__init__()
+        if kind not in ENCODERS:
+            raise ValueError(f"encoder={kind!r}; expected one of {ENCODERS}")
+        self.kind = kind
+        self.net = GRUEncoder(in_dim, out_dim) if kind == "gru" else nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.net(x, mask) if self.kind == "gru" else self.net(masked_mean(x, mask))
+
+
 class LearnedPositionalEmbedding(nn.Module):
     """Adds a learned (optionally zero-initialised) position vector to each time step."""
 
@@ -117,23 +140,28 @@ class TransformerBlock(nn.Module):
 
     ``dropout`` acts on the residual branches; ``attn_dropout`` on the attention weights (off by
     default: on CPU, sampling a (B, heads, L, L) mask costs more than the attention itself).
+    ``ffn`` replaces the dense MLP (e.g. a `SparseMoEFFN` for SwitchGate-style backbones).
+    ``attn_residual=False`` reproduces I2MoE's official attention block, which has no residual:
+    ``a = attn(LN(x)); x = a + dropout(a)``. It exists only to measure that quirk.
     """
 
     def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0,
-                 act: type[nn.Module] = nn.GELU, attn_dropout: float = 0.0):
+                 act: type[nn.Module] = nn.GELU, attn_dropout: float = 0.0, ffn: nn.Module | None = None,
+                 attn_residual: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), act(), nn.Dropout(dropout),
-                                 nn.Linear(int(dim * mlp_ratio), dim))
+        self.mlp = ffn if ffn is not None else nn.Sequential(
+            nn.Linear(dim, int(dim * mlp_ratio)), act(), nn.Dropout(dropout), nn.Linear(int(dim * mlp_ratio), dim))
         self.drop = nn.Dropout(dropout)
+        self.attn_residual = attn_residual
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x)
         pad = key_padding(mask)
         a, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
-        x = x + self.drop(a)
+        x = x + self.drop(a) if self.attn_residual else a + self.drop(a)
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -175,3 +203,24 @@ class CrossAttentionBlock(nn.Module):
         a, _ = self.attn(q, kv, kv, key_padding_mask=pad, need_weights=False)
         x = target + self.drop(a)
         return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class PatchEmbeddings(nn.Module):
+    """Split a vector into ``num_patches`` equal chunks (zero-padded) and project each to ``embed_dim``.
+
+    I2MoE's MOSI encoders turn a GRU summary vector into a few tokens this way, so the fusion
+    Transformer has several tokens per modality to attend over.
+    """
+
+    def __init__(self, feature_size: int, num_patches: int, embed_dim: int):
+        super().__init__()
+        if num_patches < 1 or feature_size < 1:
+            raise ValueError(f"PatchEmbeddings needs feature_size, num_patches >= 1 (got {feature_size}, {num_patches})")
+        self.num_patches = num_patches
+        self.patch_size = -(-feature_size // num_patches)  # ceil
+        self.pad = num_patches * self.patch_size - feature_size
+        self.proj = nn.Linear(self.patch_size, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, self.pad))
+        return self.proj(x.view(*x.shape[:-1], self.num_patches, self.patch_size))
