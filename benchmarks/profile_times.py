@@ -51,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                         str(work)], check=True, capture_output=True)
         build_s = round(time.perf_counter() - t0, 1)
         print(f"jupyter-book build: {build_s} s")
+    dest = ROOT / "benchmarks" / "results" / f"profile_times_{args.profile}.json"
+    if args.only and dest.exists():  # a partial rerun keeps the other chapters' last measurements
+        rows = {**json.loads(dest.read_text()).get("notebooks", {}), **rows}
     total = sum(r["seconds"] for r in rows.values()) + (build_s or 0)
     report = {"profile": args.profile, "notebooks": rows, "book_build_s": build_s, "total_s": round(total, 1),
               "cpu_count": os.cpu_count(), "machine": platform.platform(), "python": sys.version.split()[0],
               "date": time.strftime("%Y-%m-%d")}
-    dest = ROOT / "benchmarks" / "results" / f"profile_times_{args.profile}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(report, indent=1))
     print(f"total {total:.1f} s -> {dest}")

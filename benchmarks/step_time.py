@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import torch
 import yaml
 
 from msa_lib.data import get_dataset
-from msa_lib.data.schema import make_batch
-from msa_lib.models import build, count_parameters
-from msa_lib.training import set_seed
+from msa_lib.experiments import measure_step_time
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -41,33 +37,6 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         k, v = item.split("=", 1)
         hp[k.strip()] = yaml.safe_load(v)
     return name.strip(), hp
-
-
-def step_time(model_name: str, ds, batch: int, steps: int = 20, warmup: int = 5, device: str = "cpu",
-              hparams: dict | None = None) -> dict:
-    set_seed(0)
-    dims = {"text": ds.dims["text"]} if model_name.startswith("text_") else ds.dims
-    model = build(model_name, dims, **(hparams or {})).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    n = len(ds.train)
-    batches = [make_batch(ds.train, [(i * batch + j) % n for j in range(batch)]).to(device)
-               for i in range(warmup + steps)]
-    times = []
-    for i, b in enumerate(batches):
-        t0 = time.perf_counter()
-        out = model(b)
-        loss = torch.nn.functional.l1_loss(out.pred, b.labels) + out.aux_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    ms = 1000 * statistics.median(times)
-    label = model_name + (f"[{';'.join(f'{k}={v}' for k, v in hparams.items())}]" if hparams else "")
-    return {"model": label, "batch": batch, "ms_per_step": round(ms, 3),
-            "samples_per_s": round(batch / (ms / 1000), 1), "n_params": count_parameters(model)}
 
 
 def split_specs(models: str) -> list[str]:
@@ -99,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--steps must be >= 20 (the median of at least 20 timed steps)")
     ds = get_dataset(args.dataset, seed=0)
     specs = [parse_spec(m) for m in split_specs(args.models)]
-    rows = [step_time(name, ds, args.batch, args.steps, args.warmup, args.device, hp) for name, hp in specs]
+    rows = [measure_step_time(name, ds, args.batch, args.steps, args.warmup, args.device, hp) for name, hp in specs]
     if args.save:
         import os
         import platform

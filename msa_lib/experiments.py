@@ -179,6 +179,48 @@ def measure_inference_ms(model, ds: MSADataset, split: str = "test", batch_size:
     return 1000 * (time.perf_counter() - t0) / len(ds.split(split))
 
 
+def measure_step_time(model_name: str, ds: MSADataset, batch: int = 32, steps: int = 20, warmup: int = 5,
+                      device: str = "cpu", hparams: dict[str, Any] | None = None, n_out: int = 1) -> dict[str, Any]:
+    """Median wall-clock ms of ``steps`` training steps (forward, backward, AdamW) after ``warmup``.
+
+    Models are timed one after another in the calling process, so ratios between them (I2MoE vs its
+    vanilla backbone) are measured under the same conditions. Text-only models get the text only.
+    """
+    import statistics
+
+    import torch
+
+    from msa_lib.data.schema import make_batch
+    if steps < 20:
+        raise ValueError(f"steps={steps}: use >= 20 timed steps (the median is reported)")
+    set_seed(0)
+    dims = {"text": ds.dims["text"]} if model_name.startswith("text_") else ds.dims
+    model = build(model_name, dims, n_out=n_out, **(hparams or {})).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    n = len(ds.train)
+    batches = [make_batch(ds.train, [(i * batch + j) % n for j in range(batch)]).to(device)
+               for i in range(warmup + steps)]
+    times = []
+    for i, b in enumerate(batches):
+        t0 = time.perf_counter()
+        out = model(b)
+        if n_out == 1:
+            loss = torch.nn.functional.l1_loss(out.pred, b.labels) + out.aux_loss
+        else:
+            loss = torch.nn.functional.cross_entropy(out.pred, (b.labels > 0).long()) + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    ms = 1000 * statistics.median(times)
+    label = model_name + (f"[{';'.join(f'{k}={v}' for k, v in hparams.items())}]" if hparams else "")
+    return {"model": label, "batch": batch, "ms_per_step": round(ms, 3), "samples_per_s": round(batch / (ms / 1000), 1),
+            "n_params": count_parameters(model)}
+
+
 def polarity_by_group(model, ds: MSADataset, split: str = "test", field: str = "interaction",
                       names: tuple[str, ...] | None = None, device: str = "cpu") -> dict[str, float]:
     """Has0-style polarity accuracy per ground-truth group (e.g. per interaction type).

@@ -369,6 +369,87 @@ def group_breakdown(records: Iterable[RunRecord], key: str = "acc_by_interaction
 
 
 # ----------------------------------------------------------------------------------------------
+# Mixture-of-experts tables and figures (from the summaries `expert_analysis.summarise_experts` stores)
+def extras_table(records: Iterable[RunRecord], key: str, method_names: dict[str, str] | None = None,
+                 metrics: list[str] | None = None) -> pd.DataFrame:
+    """Long results table (mean ± std over seeds) of the scalar dict ``RunRecord.extras[key]``."""
+    vals: dict[tuple[str, str, str], list[float]] = {}
+    for r in records:
+        for m, v in (r.extras.get(key) or {}).items():
+            if (metrics is None or m in metrics) and v is not None and not (isinstance(v, float) and np.isnan(v)):
+                vals.setdefault((r.dataset, (method_names or {}).get(r.variant, r.variant), m), []).append(float(v))
+    rows = [{"dataset": d, "method": meth, "metric": m, "reported": None, "mean": round(float(np.mean(v)), 6),
+             "std": round(float(np.std(v, ddof=1)), 6) if len(v) > 1 else 0.0, "n_seeds": len(v)}
+            for (d, meth, m), v in vals.items()]
+    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "reported", "mean", "std", "n_seeds"])
+
+
+def extras_per_seed(records: Iterable[RunRecord], dataset: str, variant: str, key: str,
+                    field: str | Callable[[dict], float]) -> dict[int, float]:
+    """``{seed: value}`` of one field of ``extras[key]`` (or a function of it), for paired claims."""
+    out = {}
+    for r in records:
+        if r.dataset == dataset and r.variant == variant and r.extras.get(key):
+            d = r.extras[key]
+            out[r.seed] = float(field(d) if callable(field) else d[field])
+    if not out:
+        raise KeyError(f"no extras[{key!r}] for dataset {dataset!r}, variant {variant!r}")
+    return out
+
+
+def weights_frame(records: Iterable[RunRecord], variant: str, type_names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per-sample expert weights kept in the records (long: dataset, seed, sample, expert, weight, type)."""
+    rows = []
+    for r in records:
+        if r.variant != variant or "weights" not in r.extras:
+            continue
+        names, inter = r.extras["expert_names"], r.extras.get("interaction")
+        w = np.asarray(r.extras["weights"], dtype=float)
+        df = pd.DataFrame(w, columns=names).assign(sample=np.arange(len(w)), seed=r.seed, dataset=r.dataset)
+        if inter is not None and type_names is not None:
+            df["type"] = [type_names[i] for i in inter]
+        rows.append(df.melt(id_vars=[c for c in ("dataset", "seed", "sample", "type") if c in df], var_name="expert",
+                            value_name="weight"))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def plot_weight_distributions(wf: pd.DataFrame, title: str = "", ax=None):
+    """Paper Fig. 4: the distribution of each expert's weight over the test set (all seeds pooled)."""
+    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    sns.violinplot(wf, x="expert", y="weight", hue="dataset" if wf["dataset"].nunique() > 1 else None,
+                   cut=0, density_norm="width", inner="quartile", ax=ax)
+    ax.axhline(1 / wf["expert"].nunique(), color="k", lw=0.8, ls="--")
+    ax.set_title(title or "expert weights over the test set (dashed: uniform)")
+    return ax
+
+
+def plot_sample_weights(wf: pd.DataFrame, n: int = 8, seed: int | None = None, ax=None, title: str = ""):
+    """Per-sample interpretation: stacked expert weights of the first ``n`` test samples of one run."""
+    d = wf[wf["seed"] == (seed if seed is not None else wf["seed"].min())]
+    d = d[d["dataset"] == d["dataset"].iloc[0]]
+    wide = d[d["sample"] < n].pivot_table(index="sample", columns="expert", values="weight", sort=False)
+    if "type" in d:
+        types = d.drop_duplicates("sample").set_index("sample")["type"]
+        wide.index = [f"#{i} ({types[i]})" for i in wide.index]
+    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    wide.plot.barh(stacked=True, ax=ax, width=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("weight")
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
+    ax.set_title(title or "per-sample expert weights")
+    return ax
+
+
+def weights_by_type_table(records: Iterable[RunRecord], variant: str, dataset: str) -> pd.DataFrame:
+    """Mean expert weight by true interaction type (types × experts), averaged over seeds."""
+    tabs = [pd.DataFrame(r.extras["weights_by_type"]).T for r in records
+            if r.variant == variant and r.dataset == dataset and r.extras.get("weights_by_type")]
+    if not tabs:
+        return pd.DataFrame()
+    return sum(tabs) / len(tabs)
+
+
+# ----------------------------------------------------------------------------------------------
 # Glue and environment
 def glue_numbers(values: dict[str, Any], display: bool = False) -> None:
     """`myst_nb.glue` each value as a plain float (numpy scalars break cross-document glue)."""

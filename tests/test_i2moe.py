@@ -207,13 +207,13 @@ def test_switch_ffn_routes_top1_and_balance_loss_bounds():
     x = torch.randn(3, 7, 6)
     y = moe(x)
     assert y.shape == x.shape and moe.last_routing.shape == (3, 7)
-    assert 1.0 - 1e-6 <= float(moe.aux_loss) <= 4.0 + 1e-6
+    assert 1.0 - 1e-6 <= float(moe.aux_loss.detach()) <= 4.0 + 1e-6
     # a router that sends every token to expert 0 with probability ~1 gives the maximal loss E
     with torch.no_grad():
         moe.router.weight.zero_()
         moe.router.weight[0] = 100.0
     moe(torch.ones(2, 3, 6))
-    assert float(moe.aux_loss) == pytest.approx(4.0, rel=1e-4)
+    assert float(moe.aux_loss.detach()) == pytest.approx(4.0, rel=1e-4)
     # token t routed to expert e: output = p_e · expert_e(t)
     t = torch.ones(1, 6)
     torch.testing.assert_close(moe(t), moe.experts[0](t) * torch.softmax(moe.router(t), -1)[:, :1])
@@ -259,3 +259,35 @@ def test_summarise_experts_on_a_trained_model(tiny_ds):
         assert -1 <= res["recovery"]["spearman"] <= 1
     base = summarise_experts(classification=True)(build("early_fusion", tiny_ds.dims, n_out=2), tiny_ds)
     assert "expert_acc" not in base  # a baseline in the same grid only gets per-type accuracy
+
+
+def test_reporting_extras_helpers_from_records():
+    from msa_lib.experiments import RunRecord
+    from msa_lib.reporting import extras_per_seed, extras_table, weights_by_type_table, weights_frame
+
+    def rec(seed, frac, w):
+        return RunRecord(dataset="synth-mosi", variant="I2MoE", seed=seed, param_hash="x", model="i2moe", params={},
+                         val_metrics={}, test_metrics={}, best_epoch=0, epochs_run=1, train_seconds=1.0,
+                         train_s_per_epoch=1.0, infer_ms_per_sample=0.1, n_params=1,
+                         extras={"disagreement": {"disagree_frac": frac}, "expert_names": ["a", "b"],
+                                 "weights": w, "interaction": [0, 1],
+                                 "weights_by_type": {"uniq_text": {"a": w[0][0], "b": w[0][1]}}})
+    recs = [rec(1, 0.8, [[0.9, 0.1], [0.2, 0.8]]), rec(2, 0.6, [[0.7, 0.3], [0.4, 0.6]])]
+    t = extras_table(recs, "disagreement")
+    assert t.iloc[0]["mean"] == pytest.approx(0.7) and t.iloc[0]["std"] == pytest.approx(np.std([0.8, 0.6], ddof=1), abs=1e-6)
+    assert extras_per_seed(recs, "synth-mosi", "I2MoE", "disagreement", "disagree_frac") == {1: 0.8, 2: 0.6}
+    wf = weights_frame(recs, "I2MoE", ("uniq_text", "uniq_audio"))
+    assert len(wf) == 8 and set(wf["type"]) == {"uniq_text", "uniq_audio"}
+    assert weights_by_type_table(recs, "I2MoE", "synth-mosi").loc["uniq_text", "a"] == pytest.approx(0.8)
+    with pytest.raises(KeyError, match="no extras"):
+        extras_per_seed(recs, "synth-mosi", "other", "disagreement", "disagree_frac")
+
+
+def test_get_datasets_loads_each_once_and_falls_back_with_a_label(tmp_path):
+    from msa_lib.data import get_datasets
+    with pytest.warns(UserWarning, match="falling back"):
+        sets = get_datasets(["synth-mosi", "synth-mosi", "mosi-semi"], data_root=tmp_path / "none",
+                            synth_kw={"scale": 0.05})
+    assert list(sets) == ["synth-mosi", "mosi-semi"]
+    assert sets["synth-mosi"].name == "synth-mosi"
+    assert "synthetic fallback for mosi-semi" in sets["mosi-semi"].name

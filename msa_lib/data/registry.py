@@ -69,6 +69,24 @@ def get_dataset_or_fallback(name: str, fallback: str = "synth-mosi", seed: int =
     return ds
 
 
+def get_datasets(names: list[str], seed: int = 0, *, data_root: str | Path | None = None,
+                 synth_kw: dict[str, Any] | None = None, real_kw: dict[str, Any] | None = None) -> dict[str, MSADataset]:
+    """Several datasets at once, each loaded once, as chapters need them: ``{requested name: dataset}``.
+
+    Synthetic names get ``synth_kw`` (e.g. ``scale``); real ones get ``real_kw`` (``max_samples``,
+    ``encoder``, ``cache_dir``) and fall back to synthetic data, clearly renamed, when their files
+    are missing (`get_dataset_or_fallback`).
+    """
+    out: dict[str, MSADataset] = {}
+    for name in dict.fromkeys(names):
+        if name in SYNTH_PRESETS:
+            out[name] = get_dataset(name, seed=seed, **(synth_kw or {}))
+        else:
+            kw = {k: v for k, v in (real_kw or {}).items() if v is not None} if name in ("mosi-text", "mosi-semi") else {}
+            out[name] = get_dataset_or_fallback(name, seed=seed, data_root=data_root, fallback_kw=synth_kw, **kw)
+    return out
+
+
 def mosi_semi(data_root: str | Path | None = None, seed: int = 0, *, synth_overrides: dict | None = None,
               **text_kw: Any) -> MSADataset:
     """Real MOSI transcripts + SynthMSA audio/vision generated from each sample's *real* label.

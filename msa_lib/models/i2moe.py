@@ -34,6 +34,22 @@ from msa_lib.models.base import ModelOutput, MSAModel, register
 from msa_lib.nn import MLP, PatchEmbeddings, SparseMoEFFN, SummaryEncoder, TransformerBlock, collect_aux_loss
 
 PERTURBATIONS = ("random", "zero", "mean")
+
+#: The official code's eight ablations (src/ablation/), plus the two deviations we measure, as
+#: hyper-parameter overrides of `InteractionExperts`. "single expert" appears once per type.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no interaction loss": {"interaction_loss": False},
+    "latent contrastive": {"latent_contrastive": True},
+    "less perturbed forward": {"perturb_subset": 2},
+    "synergy + redundancy only": {"experts": ["synergy", "redundancy"]},
+    "simple weighted average": {"reweighting": "global"},
+    "zero-vector perturbation": {"perturbation": "zero"},
+    "mean-vector perturbation": {"perturbation": "mean"},
+    "single expert: uniqueness (text)": {"experts": ["uni_text"]},
+    "single expert: synergy": {"experts": ["synergy"]},
+    "single expert: redundancy": {"experts": ["redundancy"]},
+    "official quirks (no attention residual)": {"official_quirks": True},
+}
 BACKBONES = ("transformer", "switchgate")
 
 
