@@ -1,4 +1,4 @@
-"""Text and audio feature extractors (``msa_lib.features.text``, ``msa_lib.features.audio``).
+"""Text and audio feature extractors and explanation providers (``text``, ``audio``, ``explanations``).
 
 Submodules are imported lazily so that ``import msa_lib.features`` does not pull in torch /
 transformers / librosa until a name is used.
@@ -15,6 +15,7 @@ _EXPORTS = {
     "frames_to_batch": "audio", "load_audio": "audio", "ffmpeg_available": "audio",
     "AudioDecodeError": "audio", "MMSAFET_LIBROSA_CONFIG": "audio", "MMSAFET_GROUPS": "audio",
     "mmsafet_group_slices": "audio", "group_correlations": "audio", "AUDIO_FEATURE_NAMES": "audio",
+    "ExplanationProvider": "explanations", "get_provider": "explanations", "attach_explanations": "explanations",
 }
 
 __all__ = sorted(_EXPORTS)

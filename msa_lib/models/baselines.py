@@ -12,6 +12,7 @@ from msa_lib.models.base import ModelOutput, MSAModel, register
 from msa_lib.nn import (MLP, CrossAttentionBlock, GRUEncoder, LearnedPositionalEmbedding, LowRankTensorFusion,
                         SinusoidalPositionalEmbedding, SummaryEncoder,
                         TransformerEncoder, masked_mean)
+from msa_lib.nn.vit import Attention, CrossTokenTransformer, PreNormAttention, TokenTransformer
 
 
 @register("text_mlp")
@@ -163,4 +164,44 @@ class LRTF(MSAModel):
     def forward(self, batch: Batch) -> ModelOutput:
         z = self.fusion([self.gru[m](x, mask) for m, (x, mask) in self.inputs(batch).items()])
         y = self.head(z)
+        return ModelOutput(self.head_output(y), self.zero(y))
+
+
+@register("almt")
+class ALMT(MSAModel):
+    """ALMT-style baseline (Zhang et al., EMNLP 2023), simplified: each modality is compressed by a
+    `TokenTransformer` to ``n_tokens`` leading tokens; the text passes ``ahl_depth`` layers, and at
+    each one a hyper-modality state (learned, ``n_tokens`` tokens) gathers audio and vision
+    evidence by cross-attention queried by the text (adaptive hyper-modality learning); a cross
+    Transformer then lets [token; text] attend to the hyper-modality state; the head reads token 0.
+    """
+
+    def __init__(self, dims, dim: int = 64, heads: int = 4, dim_head: int = 16, mlp_dim: int = 64, n_tokens: int = 8,
+                 ahl_depth: int = 2, fusion_depth: int = 2, max_frames: int = 50, dropout: float = 0.0, n_out: int = 1,
+                 modalities=None):
+        super().__init__(dims, modalities, n_out)
+        if "text" not in self.modalities or len(self.modalities) < 2:
+            raise ValueError(f"almt needs text and at least one other modality; got {self.modalities}")
+        self.n_tokens = n_tokens
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.dims.items()})
+        self.compress = nn.ModuleDict({m: TokenTransformer(max_frames, dim, 1, heads, dim_head, mlp_dim, n_tokens, dropout)
+                                       for m in self.modalities})
+        self.text_layers = nn.ModuleList(TokenTransformer(n_tokens, dim, 1, heads, dim_head, mlp_dim, 0, dropout)
+                                         for _ in range(ahl_depth))
+        others = [m for m in self.modalities if m != "text"]
+        self.hyper_attn = nn.ModuleList(nn.ModuleDict({m: PreNormAttention(dim, Attention(dim, heads, dim_head, dropout))
+                                                       for m in others}) for _ in range(ahl_depth))
+        self.hyper = nn.Parameter(torch.zeros(1, n_tokens, dim))
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.fuse = CrossTokenTransformer(n_tokens, n_tokens + 1, dim, fusion_depth, heads, dim_head, mlp_dim, dropout)
+        self.head = nn.Linear(dim, n_out)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        z = {m: self.compress[m](self.proj[m](x))[:, : self.n_tokens] for m, (x, _) in self.inputs(batch).items()}
+        t, h = z["text"], self.hyper.expand(len(z["text"]), -1, -1)
+        for layer, attn in zip(self.text_layers, self.hyper_attn):
+            t = layer(t)
+            h = h + sum(attn[m](t, z[m], z[m]) for m in attn)
+        x = self.fuse(source=h, target=torch.cat([self.token.expand(len(t), -1, -1), t], 1))
+        y = self.head(x[:, 0])
         return ModelOutput(self.head_output(y), self.zero(y))
