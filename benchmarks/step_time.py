@@ -62,11 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="print only the JSON list")
+    ap.add_argument("--explanations", action="store_true",
+                    help="attach SynthMSA template explanations (encoded, cached) for models that read them (text)")
+    ap.add_argument("--seq-len", type=int, default=None, help="SynthMSA frames per stream (default: the preset's)")
     ap.add_argument("--save", default=None, help="also write the JSON list (with machine facts) to this file")
     args = ap.parse_args(argv)
     if args.steps < 20:
         ap.error("--steps must be >= 20 (the median of at least 20 timed steps)")
-    ds = get_dataset(args.dataset, seed=0)
+    ds = get_dataset(args.dataset, seed=0, **({"seq_len": args.seq_len} if args.seq_len else {}))
+    if args.explanations:
+        from msa_lib.features.explanations import attach_explanations, get_provider
+        ds = attach_explanations(ds, get_provider("synth"))
     specs = [parse_spec(m) for m in split_specs(args.models)]
     rows = [measure_step_time(name, ds, args.batch, args.steps, args.warmup, args.device, hp) for name, hp in specs]
     if args.save:
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         import platform
         from pathlib import Path
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(json.dumps({"dataset": args.dataset, "device": args.device, "cpu_count": os.cpu_count(),
+        Path(args.save).write_text(json.dumps({"dataset": args.dataset, "seq_len": args.seq_len,
+                                               "explanations": args.explanations, "device": args.device, "cpu_count": os.cpu_count(),
                                                "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
                                                "rows": rows}, indent=1))
     if args.json:

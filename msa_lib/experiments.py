@@ -437,7 +437,21 @@ def _mmsa_rows() -> list[Reported]:
     return rows
 
 
-REPORTED: list[Reported] = _mmsa_rows()
+def _text_rows() -> list[Reported]:
+    """TEXT's numbers that a source here gives (specs/TEXT.md, from the paper summary and abstract).
+
+    They are on the paper's *real* data (CH-SIMS; CMU-MOSEI for the temporal-block comparison) and
+    appear beside synthetic reproductions only as context, marked as not comparable.
+    """
+    src = "TEXT paper (arXiv 2512.22741) via papers/text_2512.22741.md and specs/TEXT.md"
+    return [Reported("TEXT", "sims", "TEXT", "MAE", 0.353, src),
+            Reported("TEXT", "mosei", "TEXT", "MAE", 0.528, src),
+            Reported("TEXT", "mosei", "Mamba", "MAE", 0.562, src),
+            Reported("TEXT", "mosei", "TCA", "MAE", 0.565, src),
+            Reported("TEXT", "mosei", "concatenation", "MAE", 0.580, src)]
+
+
+REPORTED: list[Reported] = _mmsa_rows() + _text_rows()
 
 
 def reported_value(paper: str, dataset: str, method: str, metric: str) -> float | None:

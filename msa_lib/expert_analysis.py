@@ -132,3 +132,67 @@ def summarise_experts(classification: bool, split: str = "test", keep_weights: b
         return res
     summarise.__qualname__ = f"summarise_experts[{split},{classification},{keep_weights}]"
     return summarise
+
+
+# ----------------------------------------------------------------------------------------------
+# Sample-routed MoE (TEXT): expert load, routing by sentiment, and the official evaluation's spread
+def routing_summary(model, ds: MSADataset, split: str = "test", bins: tuple[float, ...] = (-3.01, -1.5, -0.5, 0.5, 1.5, 3.01),
+                    device: str = "cpu") -> dict[str, Any]:
+    """Expert load (share of the routing weight each expert gets, per layer) and the mean weight per
+    expert by sentiment bin (layer 0), from a deterministic pass; needs ``extras['routing']`` (B, depth, E)."""
+    _, extras = predict(model, ds, split, device=device, return_extras=True)
+    if "routing" not in extras:
+        return {}
+    r = extras["routing"]  # (N, depth, E)
+    labels = ds.split(split).labels
+    lo, hi = float(np.min(labels)), float(np.max(labels))
+    edges = np.asarray(bins, dtype=float) if hi > 1.01 or lo < -1.01 else np.linspace(-1.01, 1.01, 6)
+    which = np.clip(np.digitize(labels, edges) - 1, 0, len(edges) - 2)
+    names = [f"[{edges[i]:.1f}, {edges[i + 1]:.1f})" for i in range(len(edges) - 1)]
+    by_bin = {names[b]: r[which == b, 0].mean(0).round(6).tolist() for b in range(len(names)) if (which == b).any()}
+    return {"load": r.mean(0).round(6).tolist(), "by_bin": by_bin, "bin_counts": {names[b]: int((which == b).sum())
+                                                                                   for b in range(len(names))}}
+
+
+def evaluation_spread(model, ds: MSADataset, metrics: tuple[str, ...], repeats: int = 10,
+                      batch_sizes: tuple[int | None, ...] = (1, 64, None), split: str = "test",
+                      device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """How much the official TEXT evaluation (router noise and capacity kept at test time) moves a
+    model's test metrics: ``repeats`` evaluations at batch 64, one per batch size (None = the whole
+    split), and the deterministic evaluation for reference. Needs a model with ``official_eval``."""
+    import torch
+
+    from msa_lib.metrics import regression_metrics
+    if not hasattr(model, "official_eval"):
+        raise AttributeError(f"{type(model).__name__} has no official_eval switch")
+    labels = ds.split(split).labels
+    n = len(labels)
+
+    def score(bs: int | None) -> dict[str, float]:
+        p = predict(model, ds, split, batch_size=bs or n, device=device)
+        m = regression_metrics(p, labels, ds.metric_family)
+        return {k: float(m[k]) for k in metrics}
+
+    old = model.official_eval
+    try:
+        model.official_eval = False
+        det = score(64)
+        model.official_eval = True
+        torch.manual_seed(seed)
+        reps = [score(64) for _ in range(repeats)]
+        by_bs = {str(bs or "full"): score(bs) for bs in batch_sizes}
+    finally:
+        model.official_eval = old
+    return {"deterministic": det, "repeats": reps, "by_batch_size": by_bs}
+
+
+def summarise_text(metrics: tuple[str, ...], official_eval_repeats: int = 0, device: str = "cpu"):
+    """`run_one` summarise callback for TEXT runs: routing summary, and (when ``official_eval_repeats``)
+    the official evaluation's spread and batch dependence."""
+    def summarise(model, ds: MSADataset) -> dict[str, Any]:
+        res: dict[str, Any] = {"routing": routing_summary(model, ds, device=device)}
+        if official_eval_repeats and hasattr(model, "official_eval"):
+            res["eval_spread"] = evaluation_spread(model, ds, metrics, official_eval_repeats, device=device)
+        return res
+    summarise.__qualname__ = f"summarise_text[{','.join(metrics)},{official_eval_repeats}]"
+    return summarise

@@ -293,3 +293,24 @@ def test_bclstm_audio():
     assert d["train_lengths"].sum() == 1447 and d["test_lengths"].sum() == 752
     assert d["mask_train"].sum() == 1447
     assert set(np.unique(d["train_y"][d["mask_train"]])) <= {0.0, 1.0}
+
+
+def test_mmsa_loader_keeps_text_explanation_strings(tmp_path):
+    """The TEXT authors' pickles carry audio_clue / visual_clue strings; they land in the split's clue slots."""
+    import pickle
+    from msa_lib.data import load_mmsa
+    from msa_lib.data.mmsa import write_mmsa_like
+    pkl = tmp_path / "unaligned_50.pkl"
+    write_mmsa_like(pkl, n=(6, 3, 3), L=(50, 60, 40), seed=0)
+    d = pickle.loads(pkl.read_bytes())
+    for split, sd in d.items():
+        n = len(sd["regression_labels"])
+        sd["audio_clue"] = np.array([f"the voice of {split} {i}" for i in range(n)], dtype=object)
+        sd["visual_clue"] = np.array([f"the face of {split} {i}" for i in range(n)], dtype=object)
+    pkl.write_bytes(pickle.dumps(d))
+    ds = load_mmsa(pkl)
+    assert ds.train.audio_clue[1] == "the voice of train 1" and ds.test.vision_clue[2] == "the face of test 2"
+    d["valid"]["audio_clue"] = d["valid"]["audio_clue"][:2]
+    pkl.write_bytes(pickle.dumps(d))
+    with pytest.raises(DataError, match="audio_clue"):
+        load_mmsa(pkl)

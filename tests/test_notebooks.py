@@ -110,6 +110,24 @@ def test_i2moe_chapter_contract(smoke_book):
 
 
 @pytest.mark.notebook
+def test_text_chapter_contract(smoke_book):
+    """The TEXT chapter's results: every table, both synthetic presets, >= 6 claim ids, the size check."""
+    _, out, _ = smoke_book
+    res = load_results(out / "02_text" / "results.json")
+    assert {"T-main", "T-explain", "T-temporal", "T-modality", "T-routing", "T-clue-noise", "T-eval"} <= set(res["tables"])
+    assert {"synth-mosi", "synth-sims"} <= set(res["datasets"])
+    assert {"C1", "C2", "C3", "C4", "C5", "C6"} <= {c["id"] for c in res["claims"]}
+    pc = res["provenance"]["parameter_count"]
+    assert pc["official_mosi"] == pc["ours_mosi"] == 3_949_986
+    sims = [r for r in res["tables"]["T-main"] if r["dataset"] == "synth-sims" and r["method"] == "TEXT" and r["metric"] == "MAE"]
+    assert sims and sims[0]["reported"] == 0.353  # the paper's CH-SIMS number, shown as non-comparable context
+    assert all(r["reported"] is None for r in res["tables"]["T-main"] if r["dataset"] != "synth-sims")
+    temporal = {r["method"]: r["reported"] for r in res["tables"]["T-temporal"] if r["metric"] == "MAE"}
+    assert temporal == {"TEXT": 0.528, "Mamba": 0.562, "TCA": 0.565, "concatenation": 0.58}
+    assert "TEXT" in res["cost"]
+
+
+@pytest.mark.notebook
 def test_i2moe_chapter_on_an_mmsa_pickle_without_real_text(tmp_path):
     """Researchers' path: their MMSA pickle as a dataset; no real MOSI text (mosi-semi falls back, labelled)."""
     from msa_lib.data.mmsa import write_mmsa_like
@@ -158,7 +176,7 @@ def test_book_builds_from_smoke_outputs(smoke_book):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     html = root / "_build" / "html"
     assert (html / "index.html").exists()
-    for name in ("00_data_and_protocol", "01_i2moe"):
+    for name in ("00_data_and_protocol", "01_i2moe", "02_text"):
         chapter = (html / "book" / "generated" / f"{name}.html").read_text()
         assert "Claims and verdicts" in chapter and "<table" in chapter and "<img" in chapter, name
 

@@ -146,3 +146,21 @@ def test_parameter_formula_tracks_depth_and_experts():
 def test_almt_baseline_shapes(tiny_ds, batch):
     out = build("almt", tiny_ds.dims, dim=16, heads=2, dim_head=8, mlp_dim=16, n_tokens=4, max_frames=12)(batch)
     assert out.pred.shape == (len(batch),) and np.isfinite(out.pred.detach().numpy()).all()
+
+
+def test_evaluation_spread_and_routing_summary(tiny_ds):
+    from msa_lib.expert_analysis import evaluation_spread, routing_summary
+    torch.manual_seed(0)
+    model = build("text", tiny_ds.dims, **SMALL).eval()
+    with torch.no_grad():
+        model.fusion.moe[0].router.noise.bias.fill_(3.0)
+    es = evaluation_spread(model, tiny_ds, ("Has0_acc_2", "MAE"), repeats=3, batch_sizes=(1, None))
+    assert len(es["repeats"]) == 3 and set(es["by_batch_size"]) == {"1", "full"}
+    assert model.official_eval is False  # restored
+    maes = [r["MAE"] for r in es["repeats"]]
+    assert max(maes) > min(maes)  # official evaluation moves the numbers
+    det = evaluation_spread(model, tiny_ds, ("MAE",), repeats=1, batch_sizes=(1,))["deterministic"]["MAE"]
+    assert det == es["deterministic"]["MAE"]  # ours does not
+    rs = routing_summary(model, tiny_ds)
+    assert len(rs["load"]) == 1 and len(rs["load"][0]) == 5
+    assert abs(sum(rs["load"][0]) - 1) < 1e-5 and sum(rs["bin_counts"].values()) == len(tiny_ds.test)

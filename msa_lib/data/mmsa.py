@@ -30,6 +30,10 @@ Both loaders sanitise ``-inf`` / ``NaN`` in the features to 0 exactly as MMSA do
 replacement (``provenance["sanitised"]`` per split and modality, ``provenance["n_sanitised"]`` in
 total) and warn when anything was replaced. Labels are never sanitised: a NaN label is an error.
 
+The TEXT authors' pickles add MLLM explanation strings, ``audio_clue`` and ``visual_clue`` (N,); they
+become ``split.audio_clue`` / ``split.vision_clue``, which the ``synth`` explanation provider (the
+dataset's own explanations) then encodes.
+
 Fields the schema has no slot for (``classification_labels``, ``regression_labels_T/A/V``, the BERT
 ``text_bert`` ids) are kept per sample in ``split.extras`` (a dict of arrays that ``Split.subset`` slices too).
 """
@@ -310,6 +314,13 @@ def _parse_mmsa_split(d: Any, path: Path, split: str, *, flat: bool, counts: dic
         if rt.shape != (n,):
             raise DataError(f"{where}: field 'raw_text' has the wrong shape: expected ({n},), found {rt.shape}")
         raw_text = _str_ids(rt)
+    clues = {}
+    for key, slot in (("audio_clue", "audio_clue"), ("visual_clue", "vision_clue")):  # TEXT authors' pickles
+        if key in d:
+            arr = _as_array(d[key], where, key)
+            if arr.shape != (n,):
+                raise DataError(f"{where}: field {key!r} has the wrong shape: expected ({n},), found {arr.shape}")
+            clues[slot] = _str_ids(arr)
 
     c: dict = {}
     text = _sanitise(text, where, "text", c)
@@ -318,7 +329,8 @@ def _parse_mmsa_split(d: Any, path: Path, split: str, *, flat: bool, counts: dic
     counts[split] = c
 
     sp = Split(text=text, audio=audio, vision=vision, labels=labels, ids=ids, text_lengths=text_lengths,
-               audio_lengths=audio_lengths, vision_lengths=vision_lengths, raw_text=raw_text, extras=extras)
+               audio_lengths=audio_lengths, vision_lengths=vision_lengths, raw_text=raw_text, extras=extras,
+               **clues)
     return sp
 
 

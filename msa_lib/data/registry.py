@@ -83,6 +83,8 @@ def get_datasets(names: list[str], seed: int = 0, *, data_root: str | Path | Non
             out[name] = get_dataset(name, seed=seed, **(synth_kw or {}))
         else:
             kw = {k: v for k, v in (real_kw or {}).items() if v is not None} if name in ("mosi-text", "mosi-semi") else {}
+            if name == "mosi-semi":  # its synthetic audio/vision follow the SynthMSA knobs too (e.g. seq_len)
+                kw["synth_overrides"] = {k: v for k, v in (synth_kw or {}).items() if k != "scale"}
             out[name] = get_dataset_or_fallback(name, seed=seed, data_root=data_root, fallback_kw=synth_kw, **kw)
     return out
 

@@ -155,7 +155,8 @@ class TEXT(MSAModel):
     """The TEXT model (d = 128, heads 8 × 64, MLP 128, 5 experts, top-3 by default = the official MOSI setting).
 
     ``clue_dim``/``clue_len``: width and token count of the encoded explanations (batch.audio_clue /
-    batch.vision_clue); needed when ``explanations=True``. ``max_frames``: the longest raw stream.
+    batch.vision_clue); needed when ``explanations=True``. ``max_frames``: the audio/vision window
+    (and the text length unless ``text_frames`` is given); longer streams are cut to it.
     """
 
     def __init__(self, dims: dict[str, int], n_out: int = 1, modalities=None, dim: int = 128, heads: int = 8,
@@ -163,7 +164,7 @@ class TEXT(MSAModel):
                  capacity_factor: float = 1.0, dropout: float = 0.0, max_frames: int = 50, clue_dim: int | None = None,
                  clue_len: int = 50, explanations: bool = True, temporal: str = "text", routing: str = "text",
                  fusion: str = "gated", official_eval: bool = False, inner_dim: int = 256, d_conv: int = 4,
-                 d_state: int = 16):
+                 d_state: int = 16, text_frames: int | None = None):
         super().__init__(dims, modalities, n_out)
         for name, val, allowed in (("temporal", temporal, TEMPORAL), ("routing", routing, ROUTING), ("fusion", fusion, FUSION)):
             if val not in allowed:
@@ -177,13 +178,14 @@ class TEXT(MSAModel):
         if self.explanations and not clue_dim:
             raise ValueError("explanations=True needs clue_dim (the width of the encoded explanation tokens); "
                              "attach explanations to the dataset (msa_lib.features.explanations) or set explanations=False")
-        self.routing, self.official_eval, self.max_frames = routing, official_eval, max_frames
+        self.routing, self.official_eval = routing, official_eval
+        self.frames = {m: (text_frames or max_frames) if m == "text" else max_frames for m in self.modalities}
         L = max_frames + 1
         self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.dims.items()})
-        self.enc = nn.ModuleDict({m: TokenTransformer(max_frames, dim, 1, heads, dim_head, mlp_dim, 1, dropout)
+        self.enc = nn.ModuleDict({m: TokenTransformer(self.frames[m], dim, 1, heads, dim_head, mlp_dim, 1, dropout)
                                   for m in self.modalities})
         av = [m for m in ("audio", "vision") if m in mods]
-        stream_len = {m: L for m in self.modalities}
+        stream_len = {m: self.frames[m] + 1 for m in self.modalities}
         if self.explanations:
             self.clue_proj = nn.ModuleDict({m: nn.Linear(clue_dim, dim) for m in av})
             self.clue_enc = nn.ModuleDict({m: TokenTransformer(clue_len, dim, 1, heads, dim_head, mlp_dim, 1, dropout)
@@ -206,7 +208,7 @@ class TEXT(MSAModel):
     def streams(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Each modality's token stream after its encoder (and explanation alignment)."""
         inp = self.inputs(batch)
-        out = {m: self.enc[m](self.proj[m](frame_window(x, mask, self.max_frames)))
+        out = {m: self.enc[m](self.proj[m](frame_window(x, mask, self.frames[m])))
                for m, (x, mask) in inp.items()}
         if self.explanations:
             for m in self.align:
