@@ -164,3 +164,14 @@ def test_evaluation_spread_and_routing_summary(tiny_ds):
     rs = routing_summary(model, tiny_ds)
     assert len(rs["load"]) == 1 and len(rs["load"][0]) == 5
     assert abs(sum(rs["load"][0]) - 1) < 1e-5 and sum(rs["bin_counts"].values()) == len(tiny_ds.test)
+
+
+def test_dense_variant_is_routed_by_the_text(tiny_ds, batch):
+    """The dense-MoE ablation changes only k (all experts), not what the router reads."""
+    torch.manual_seed(0)
+    model = build("text", tiny_ds.dims, routing="dense", **SMALL).eval()
+    w1 = model(batch).extras["routing"]
+    batch.audio = batch.audio + 5.0
+    batch.vision = batch.vision + 5.0
+    torch.testing.assert_close(model(batch).extras["routing"], w1)  # audio/vision do not move the router
+    assert (w1 > 0).all()  # every expert is used

@@ -232,7 +232,8 @@ class TEXT(MSAModel):
         for m in self.order:  # the prepended token of each stream: 0, 51, 102 in the official layout
             starts.append(pos)
             pos += s[m].shape[1]
-        route = s["text"] if self.routing == "text" else (av if av is not None else x)
+        # the router reads the text (TEXT, and the dense-MoE variant) or the audio/vision stream ('av')
+        route = s["text"] if self.routing in ("text", "dense") and "text" in s else (av if av is not None else x)
         noisy = capacity = self.training or self.official_eval
         x, weights = self.fusion(route, x, noisy, capacity)
         y, gates = self.head(x[:, starts])
