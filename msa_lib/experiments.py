@@ -221,6 +221,12 @@ def measure_step_time(model_name: str, ds: MSADataset, batch: int = 32, steps: i
             "n_params": count_parameters(model)}
 
 
+def accuracy_by_group(hit: np.ndarray, groups: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Mean of the boolean ``hit`` per value of ``groups`` (named by ``names[g]`` when given)."""
+    return {(names[int(g)] if names is not None else str(g)): round(float(hit[groups == g].mean()), 6)
+            for g in np.unique(groups)}
+
+
 def polarity_by_group(model, ds: MSADataset, split: str = "test", field: str = "interaction",
                       names: tuple[str, ...] | None = None, device: str = "cpu") -> dict[str, float]:
     """Has0-style polarity accuracy per ground-truth group (e.g. per interaction type).
@@ -235,11 +241,7 @@ def polarity_by_group(model, ds: MSADataset, split: str = "test", field: str = "
     preds = predict(model, ds, split, device=device)
     pos = preds.argmax(-1) == 1 if preds.ndim == 2 else preds >= 0
     hit = pos == (sp.labels >= 0) if preds.ndim == 1 else pos == (sp.labels > 0)
-    out = {}
-    for g in np.unique(groups):
-        name = names[int(g)] if names is not None else str(g)
-        out[name] = round(float(hit[groups == g].mean()), 6)
-    return out
+    return accuracy_by_group(hit, groups, names)
 
 
 def summarise_by_interaction(model, ds: MSADataset) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from msa_lib.data.schema import INTERACTION_TYPES, MSADataset
+from msa_lib.experiments import accuracy_by_group
 from msa_lib.training import predict
 
 # SynthMSA's interaction types → the I2MoE expert that should handle them
@@ -29,14 +30,6 @@ def _decisions(out: np.ndarray) -> np.ndarray:
 def _truth(labels: np.ndarray, classification: bool) -> np.ndarray:
     """Label ≤ 0 is negative for I2MoE's classification; Has0 (≥ 0 positive) for regression."""
     return (labels > 0).astype(int) if classification else (labels >= 0).astype(int)
-
-
-def expert_arrays(model, ds: MSADataset, split: str = "test", device: str = "cpu") -> dict[str, np.ndarray]:
-    """Ensemble predictions, expert weights (N, E) and expert outputs (N, E, C) for a split."""
-    pred, extras = predict(model, ds, split, device=device, return_extras=True)
-    if "expert_weights" not in extras or "expert_outputs" not in extras:
-        raise KeyError(f"{type(model).__name__} exposes no expert_weights/expert_outputs in ModelOutput.extras")
-    return {"pred": pred, "weights": extras["expert_weights"], "outputs": extras["expert_outputs"]}
 
 
 def disagreement(outputs: np.ndarray, pred: np.ndarray, labels: np.ndarray, classification: bool) -> dict[str, float]:
@@ -112,22 +105,20 @@ def summarise_experts(classification: bool, split: str = "test", keep_weights: b
         res: dict[str, Any] = {}
         if sp.interaction is not None:
             hit = _decisions(pred) == _truth(sp.labels, classification)
-            res["acc_by_interaction"] = {t: round(float(hit[sp.interaction == i].mean()), 6)
-                                         for i, t in enumerate(INTERACTION_TYPES) if (sp.interaction == i).any()}
+            res["acc_by_interaction"] = accuracy_by_group(hit, sp.interaction, INTERACTION_TYPES)
         if "expert_weights" not in extras:
             return res  # not a mixture (a baseline in the same grid): only the per-type accuracy
-        arr = {"pred": pred, "weights": extras["expert_weights"], "outputs": extras["expert_outputs"]}
-        n_exp = arr["weights"].shape[1]
-        en = list(getattr(model, "expert_names", None) or [f"expert_{k}" for k in range(n_exp)])
+        w, outs = extras["expert_weights"], extras["expert_outputs"]
+        en = list(getattr(model, "expert_names", None) or [f"expert_{k}" for k in range(w.shape[1])])
         res.update({"expert_names": en,
-                    "expert_acc": expert_accuracies(arr["outputs"], arr["pred"], sp.labels, en, classification),
-                    "disagreement": disagreement(arr["outputs"], arr["pred"], sp.labels, classification),
-                    "mean_weights": dict(zip(en, arr["weights"].mean(0).round(6).tolist()))})
+                    "expert_acc": expert_accuracies(outs, pred, sp.labels, en, classification),
+                    "disagreement": disagreement(outs, pred, sp.labels, classification),
+                    "mean_weights": dict(zip(en, w.mean(0).round(6).tolist()))})
         if sp.interaction is not None:
-            res["weights_by_type"] = weights_by_type(arr["weights"], sp.interaction, en)
-            res["recovery"] = recovery_scores(arr["weights"], sp.interaction, en)
+            res["weights_by_type"] = weights_by_type(w, sp.interaction, en)
+            res["recovery"] = recovery_scores(w, sp.interaction, en)
         if keep_weights:
-            res["weights"] = arr["weights"].round(4).tolist()
+            res["weights"] = w.round(4).tolist()
             res["interaction"] = sp.interaction.tolist() if sp.interaction is not None else None
         return res
     summarise.__qualname__ = f"summarise_experts[{split},{classification},{keep_weights}]"

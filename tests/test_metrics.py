@@ -198,30 +198,23 @@ def _random_case(rng: np.random.Generator, sims: bool):
     return p, t
 
 
+MOSI_REF_KEYS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_3", "Mult_acc_5", "Mult_acc_7",
+                 "MAE", "Corr")
+
+
+@pytest.mark.parametrize("family, seed", [("mosi", 1234), ("sims", 4321)])
 @pytest.mark.parametrize("f1_order", ["true_pred", "pred_true"])
-def test_mosi_matches_reference_on_random_inputs(f1_order):
-    rng = np.random.default_rng(1234)
+def test_matches_reference_on_random_inputs(family, seed, f1_order):
+    rng = np.random.default_rng(seed)
     swap = f1_order == "pred_true"
+    sims = family == "sims"
+    ref, keys, kw = (ref_sims, SIMS_KEYS, {}) if sims else (ref_mosi, MOSI_REF_KEYS, {"include_acc3": True})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(200):
-            p, t = _random_case(rng, sims=False)
-            got = regression_metrics(p, t, "mosi", f1_order=f1_order, include_acc3=True)
-            ref = ref_mosi(p.tolist(), t.tolist(), swap=swap)
-            _assert_agree(got, ref, ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score",
-                                     "Mult_acc_3", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"))
-
-
-@pytest.mark.parametrize("f1_order", ["true_pred", "pred_true"])
-def test_sims_matches_reference_on_random_inputs(f1_order):
-    rng = np.random.default_rng(4321)
-    swap = f1_order == "pred_true"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(200):
-            p, t = _random_case(rng, sims=True)
-            got = regression_metrics(p, t, "sims", f1_order=f1_order)
-            _assert_agree(got, ref_sims(p.tolist(), t.tolist(), swap=swap), SIMS_KEYS)
+            p, t = _random_case(rng, sims=sims)
+            got = regression_metrics(p, t, family, f1_order=f1_order, **kw)
+            _assert_agree(got, ref(p.tolist(), t.tolist(), swap=swap), keys)
 
 
 # ------------------------------------------------------------------------------------------------

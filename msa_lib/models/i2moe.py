@@ -96,7 +96,7 @@ class FusionBackbone(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, n_modalities * num_patches, hidden))  # zero-initialised, as official
         blocks = []
         for j in range(depth):
-            sparse = backbone == "switchgate" and (j == 0 or j % 2 == 0)
+            sparse = backbone == "switchgate" and j % 2 == 0  # layers 0, 2, 4, ...
             ffn = SparseMoEFFN(hidden, 2 * hidden, n_moe_experts, top_k, dropout) if sparse else None
             blocks.append(TransformerBlock(hidden, heads, 2.0, dropout, attn_dropout=attn_dropout, ffn=ffn,
                                            attn_residual=not official_quirks))
