@@ -221,6 +221,31 @@ def measure_step_time(model_name: str, ds: MSADataset, batch: int = 32, steps: i
             "n_params": count_parameters(model)}
 
 
+def model_cost(model_name: str, dims: dict[str, int], seq_len: int = 50, device: str = "meta",
+               **hparams: Any) -> dict[str, int]:
+    """Parameters and forward FLOPs per sample of a registered model, without training it.
+
+    Why ``device="meta"``: paper-sized variants (MMoLRE with 20 full-rank 768-d experts has ~280 M
+    parameters) are built as shapes only, so their cost is counted in milliseconds and no memory.
+    FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2) on a
+    one-sample batch with every stream ``seq_len`` frames long; element-wise ops are not counted.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from msa_lib.data.schema import Batch
+    with torch.device(device):
+        model = build(model_name, dims, **hparams).eval()
+        feats = {m: torch.zeros(1, seq_len, d) for m, d in dims.items()}
+    # no masks: every frame is valid, and data-dependent mask checks cannot run on meta tensors
+    names = ("text", "audio", "vision")
+    batch = Batch(**{m: feats.get(m) for m in names}, **{f"{m}_mask": None for m in names}, labels=None)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(batch)
+    return {"n_params": count_parameters(model), "flops": int(counter.get_total_flops())}
+
+
 def accuracy_by_group(hit: np.ndarray, groups: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, float]:
     """Mean of the boolean ``hit`` per value of ``groups`` (named by ``names[g]`` when given)."""
     return {(names[int(g)] if names is not None else str(g)): round(float(hit[groups == g].mean()), 6)
@@ -360,15 +385,22 @@ def verdict_from_ci(ci_low: float, ci_high: float, n: int, min_seeds: int = 3) -
 
 
 def paired_effect(a: dict[int, float], b: dict[int, float], *, id: str, claim: str, dataset: str, metric: str,
-                  higher_is_better: bool | None = None, n_boot: int = 10000, note: str = "") -> Effect:
+                  higher_is_better: bool | None = None, n_boot: int = 10000, note: str = "",
+                  margin: float = 0.0) -> Effect:
     """Effect of A over B from per-seed values ``{seed: value}``, paired on the common seeds.
 
     The sign is flipped for lower-is-better metrics (MAE), so a positive effect always means "A is
-    better", i.e. the claim holds.
+    better", i.e. the claim holds. ``margin > 0`` turns it into a non-inferiority test for claims
+    such as "matches" or "is competitive with": the effect is (A − B) + margin, so the claim holds
+    when A is no worse than B by more than ``margin`` (metric units). The margin goes in the note.
     """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0; found {margin}")
     hib = HIGHER_IS_BETTER.get(metric, True) if higher_is_better is None else higher_is_better
     common = sorted(set(a) & set(b))
-    diffs = np.array([(a[s] - b[s]) * (1 if hib else -1) for s in common], dtype=float)
+    diffs = np.array([(a[s] - b[s]) * (1 if hib else -1) + margin for s in common], dtype=float)
+    if margin:
+        note = f"non-inferiority margin {margin:g} {metric}" + (f"; {note}" if note else "")
     diffs = diffs[~np.isnan(diffs)]
     lo, hi = bootstrap_ci(diffs, n_boot)
     eff = float(diffs.mean()) if len(diffs) else float("nan")

@@ -349,6 +349,30 @@ def plot_effects(effects: Iterable[Effect], ax=None, title: str = "Seed-paired e
     return ax
 
 
+def plot_sweep(frame: pd.DataFrame, x: str, y: str, ax=None, title: str = "", mark: float | None = None,
+               logx: bool = False, hue: str | None = None):
+    """A hyper-parameter sweep: mean over seeds with a ± std band, seeds as dots; ``mark`` draws a
+    dashed vertical line (e.g. the paper's chosen value). ``frame`` has one row per (x, seed[, hue])."""
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    s = display_scale(y)
+    groups = [(None, frame)] if hue is None else list(frame.groupby(hue, sort=False))
+    for i, (name, g) in enumerate(groups):
+        stats = g.groupby(x)[y].agg(["mean", "std"]).sort_index() * s
+        c = sns.color_palette("colorblind")[i]
+        ax.plot(stats.index, stats["mean"], marker="o", color=c, label=name)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0),
+                        color=c, alpha=0.2)
+        ax.scatter(g[x], g[y] * s, color=c, s=10, alpha=0.5)
+    if mark is not None:
+        ax.axvline(mark, color="k", ls="--", lw=0.8)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set(xlabel=x, ylabel=f"{y}{' ×100' if s != 1 else ''}", title=title)
+    if hue is not None:
+        ax.legend(fontsize=8)
+    return ax
+
+
 def heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: str = "viridis", center: float | None = None,
             vmin: float | None = None, vmax: float | None = None, ax=None, cbar_label: str = ""):
     """Annotated seaborn heat map of a (rows × columns) table."""

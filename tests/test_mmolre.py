@@ -82,3 +82,109 @@ def test_variants_and_sizes(emo_ds):
 def test_bad_hparams(emo_ds, bad, match):
     with pytest.raises(ValueError, match=match):
         build("mmolre", emo_ds.dims, **{**SMALL, **bad})
+
+
+def test_expert_bank_is_exactly_the_separate_experts():
+    """The bank (two wide convolutions) computes the same function, with the same parameter count,
+    as N separate LowRankExperts of ranks r_n."""
+    from msa_lib.models.mmolre import LowRankExpertBank
+    torch.manual_seed(0)
+    ranks = [2, 3, 5]
+    bank = LowRankExpertBank(8, ranks)
+    assert count_parameters(bank) == sum(LowRankExpert.n_params(8, r) for r in ranks)
+    x = torch.randn(4, 7, 8)
+    w = torch.softmax(torch.randn(4, 2, 3), -1)
+    experts = [bank.expert(n) for n in range(3)]
+    per = torch.stack([e(x) for e in experts], -1)  # (B, L, d, N)
+    torch.testing.assert_close(bank.all(x), per)
+    want = torch.stack([(per * w[:, k, None, None, :]).sum(-1) for k in range(2)], 1)
+    torch.testing.assert_close(bank.mix(x, w), want)
+
+
+def test_unitse_shared_input_shortcut_matches_separate_inputs():
+    torch.manual_seed(0)
+    blk = UniTSEBlock(8, [2, 3]).eval()
+    x = torch.randn(3, 5, 8)
+    same, w_same = blk({"sa": x, "er": x}, None)
+    sep, w_sep = blk({"sa": x.clone(), "er": x.clone()}, None)
+    for t in ("sa", "er"):
+        torch.testing.assert_close(same[t], sep[t])
+        torch.testing.assert_close(w_same[t], w_sep[t])
+    # and the mix is the router-weighted sum of the experts (shared + task-specific), plus the residual
+    w = w_same["sa"]
+    experts = [blk.shared.expert(n) for n in range(2)] + [blk.specific["sa"]]
+    mix = sum(w[:, n, None, None] * e(x) for n, e in enumerate(experts))
+    torch.testing.assert_close(same["sa"], blk.norm["sa"](x + mix))
+
+
+# ---- multi-task analyses (msa_lib.multitask) and the cost counter -------------------------------------------
+from msa_lib.experiments import dataset_fingerprint, model_cost  # noqa: E402
+from msa_lib.multitask import emotion_scores, gradient_conflict, routing_divergence, task_routing  # noqa: E402
+
+
+def test_gradient_conflict_uses_exactly_the_shared_parameters(emo_ds):
+    torch.manual_seed(0)
+    for hp, extra in ((dict(), ()), (dict(shared_router=True), ("router",))):
+        model = build("mmolre", emo_ds.dims, **{**SMALL, **hp})
+        c = gradient_conflict(model, emo_ds, "train", n_batches=2, batch_size=16)
+        shared = sum(p.numel() for n, p in model.named_parameters()
+                     if n.startswith("proj.") or ".shared." in n or any(f".{e}." in n for e in extra))
+        assert c["n_shared_params"] == shared  # projections + shared experts (+ the router when both tasks share it)
+        assert -1.0 <= c["cosine"] <= 1.0 and c["n_batches"] == 2 and set(c["by_module"]) == {"proj", "unitse"}
+        assert model.training  # the mode is restored
+
+
+def test_gradient_conflict_matches_a_manual_computation(emo_ds):
+    torch.manual_seed(1)
+    model = build("mmolre", emo_ds.dims, **SMALL).eval()
+    batch = next(emo_ds.loader("train", 16))
+    out = model(batch)
+    shared = [p for n, p in model.named_parameters() if n.startswith("proj.") or ".shared." in n]
+    ga = torch.autograd.grad(torch.nn.functional.l1_loss(out.pred, batch.labels), shared, retain_graph=True)
+    gb = torch.autograd.grad(out.aux_loss, shared)
+    want = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in ga]), torch.cat([g.flatten() for g in gb]), 0)
+    got = gradient_conflict(model, emo_ds, "train", n_batches=1, batch_size=16)["cosine"]
+    assert got == pytest.approx(float(want), abs=1e-5)
+
+
+def test_single_task_models_have_no_conflict_or_emotion_scores(emo_ds):
+    sa_only = build("mmolre", emo_ds.dims, **{**SMALL, "tasks": ("sa",)})
+    er_only = build("mmolre", emo_ds.dims, **{**SMALL, "tasks": ("er",)})
+    assert gradient_conflict(sa_only, emo_ds) == {} and gradient_conflict(er_only, emo_ds) == {}
+    assert emotion_scores(sa_only, emo_ds) == {}
+    no_emo = emo_ds.drop_annotations("emotions")
+    assert emotion_scores(build("mmolre", emo_ds.dims, **SMALL), no_emo) == {}
+    scores = emotion_scores(er_only, emo_ds)
+    assert {"WA_avg", "F1_avg", "WA_happy", "F1_fear"} <= set(scores) and all(0 <= v <= 1 for v in scores.values())
+
+
+def test_drop_annotations_is_recorded_and_changes_the_fingerprint(emo_ds):
+    no_emo = emo_ds.drop_annotations("emotions")
+    assert all(sp.emotions is None for sp in no_emo.splits.values()) and emo_ds.train.emotions is not None
+    assert no_emo.provenance["dropped_annotations"] == ["emotions"]
+    assert dataset_fingerprint(no_emo) != dataset_fingerprint(emo_ds)  # cached runs cannot be mixed up
+    with pytest.raises(ValueError, match="labels"):
+        emo_ds.drop_annotations("labels")
+
+
+def test_routing_summary_and_divergence(emo_ds):
+    torch.manual_seed(0)
+    r = task_routing(build("mmolre", emo_ds.dims, **SMALL), emo_ds)
+    assert set(r) == {f"{m}/block{b}/{t}" for m in ("text", "audio") for b in (0, 1) for t in ("sa", "er")}
+    assert all(len(w) == 4 and sum(w) == pytest.approx(1, abs=1e-4) for w in r.values())
+    js = routing_divergence({"a/sa": [0.5, 0.5], "a/er": [0.5, 0.5], "b/sa": [1.0, 0.0], "b/er": [0.0, 1.0]})
+    assert js == {"a": 0.0, "b": 1.0}
+
+
+def test_model_cost_counts_parameters_and_flops_without_memory(emo_ds):
+    dims = {"text": 32, "audio": 16}
+    cpu = build("mmolre", dims, **SMALL)
+    low = model_cost("mmolre", dims, seq_len=10, **SMALL)
+    assert low["n_params"] == count_parameters(cpu)
+    full = model_cost("mmolre", dims, seq_len=10, **{**SMALL, "full_rank": True})
+    assert full["flops"] > low["flops"] > 0 and full["n_params"] > low["n_params"]
+    # FLOPs grow linearly with the sequence length for the convolutional / linear parts (attention is quadratic)
+    assert model_cost("mmolre", dims, seq_len=20, **SMALL)["flops"] > 1.9 * low["flops"]
+    # a paper-sized model (about 250 M parameters) is counted on the meta device, with no memory
+    big = model_cost("mmolre", {"text": 768, "audio": 768}, d=768, rank=128, n_experts=15, full_rank=True)
+    assert big["n_params"] > 2e8

@@ -72,7 +72,8 @@ def test_smoke_results_contract(smoke_book, nb):
     res = load_results(out / nb.stem / "results.json")  # validates the schema
     assert res["profile"] == "smoke"
     assert res["tables"], "no tables"
-    unbounded = {"MAE", "loss", "ms_per_step", "train_time_ratio", "train_s_per_epoch", "infer_ms_per_sample"}
+    unbounded = {"MAE", "loss", "ms_per_step", "train_time_ratio", "train_s_per_epoch", "infer_ms_per_sample",
+                 "parameters (M)", "GFLOPs / sample"}
     for tid, rows in res["tables"].items():
         for row in rows:
             if row["mean"] is not None and row["metric"] not in unbounded:
@@ -128,6 +129,27 @@ def test_text_chapter_contract(smoke_book):
 
 
 @pytest.mark.notebook
+def test_mmolre_chapter_contract(smoke_book):
+    """The MMoLRE chapter: every table, the emotion set plus SA-only MOSI-like sets, >= 5 claim ids, no paper numbers."""
+    _, out, _ = smoke_book
+    res = load_results(out / "03_mmolre" / "results.json")
+    assert {"T-main-SA", "T-main-ER", "T-ablation", "T-params", "T-sensitivity", "T-conflict"} <= set(res["tables"])
+    assert "synth-mosei" in res["datasets"] and "synth-mosi" in res["datasets"]
+    assert all(r["reported"] is None for t in res["tables"].values() for r in t)  # no sourced paper numbers exist
+    assert len({c["id"] for c in res["claims"]} & {"C1", "C2", "C3", "C4", "C5", "C6", "C7"}) >= 6
+    er = res["tables"]["T-main-ER"]
+    assert {"WA_avg", "F1_avg", "WA_happy"} <= {r["metric"] for r in er}
+    assert {r["dataset"] for r in er} == {"synth-mosei"}  # emotions only where the data has them
+    # MOSI-like sets train SA only, so their MMoLRE runs carry no ER metrics
+    assert not [r for r in er if r["dataset"] != "synth-mosei"]
+    params = {(r["method"], r["metric"]): r["mean"] for r in res["tables"]["T-params"]}
+    assert params[("low-rank, N = 15", "parameters (M)")] < params[("full-rank, N = 15", "parameters (M)")]
+    assert {r["method"] for r in res["tables"]["T-conflict"]} >= {"MMoLRE", "without task-specific experts"}
+    assert all(-1 <= r["mean"] <= 1 for r in res["tables"]["T-conflict"] if r["metric"] == "cosine")
+    assert "MMoLRE" in res["cost"]
+
+
+@pytest.mark.notebook
 def test_i2moe_chapter_on_an_mmsa_pickle_without_real_text(tmp_path):
     """Researchers' path: their MMSA pickle as a dataset; no real MOSI text (mosi-semi falls back, labelled)."""
     from msa_lib.data.mmsa import write_mmsa_like
@@ -176,7 +198,7 @@ def test_book_builds_from_smoke_outputs(smoke_book):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     html = root / "_build" / "html"
     assert (html / "index.html").exists()
-    for name in ("00_data_and_protocol", "01_i2moe", "02_text"):
+    for name in ("00_data_and_protocol", "01_i2moe", "02_text", "03_mmolre"):
         chapter = (html / "book" / "generated" / f"{name}.html").read_text()
         assert "Claims and verdicts" in chapter and "<table" in chapter and "<img" in chapter, name
 

@@ -168,3 +168,15 @@ def test_code_fingerprint_is_in_the_run_hash(tiny_ds, monkeypatch):
     monkeypatch.setattr(ex, "code_fingerprint", lambda: "changedcode0")
     b = run_one(tiny_ds, "ef", "early_fusion", seed=1, train=FAST)
     assert b.param_hash != a.param_hash
+
+
+def test_non_inferiority_margin():
+    """'A matches B' with margin m: the effect is (A - B) + m in the claim's direction."""
+    low, full = {1: 0.80, 2: 0.81, 3: 0.79}, {1: 0.795, 2: 0.80, 3: 0.79}  # A is 0.005 worse on average (MAE)
+    strict = paired_effect(low, full, id="C", claim="", dataset="d", metric="MAE")
+    assert strict.verdict == "not supported" and strict.effect == pytest.approx(-0.005)
+    ni = paired_effect(low, full, id="C", claim="", dataset="d", metric="MAE", margin=0.02)
+    assert ni.effect == pytest.approx(0.015) and ni.verdict == "supported"
+    assert ni.diffs == pytest.approx([0.015, 0.01, 0.02]) and "margin 0.02 MAE" in ni.note
+    with pytest.raises(ValueError, match="margin"):
+        paired_effect(low, full, id="C", claim="", dataset="d", metric="MAE", margin=-1)

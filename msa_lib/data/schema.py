@@ -231,6 +231,21 @@ class MSADataset:
         prov = {**self.provenance, "dropped_modalities": sorted(modalities)}
         return replace(self, name=name or self.name, provenance=prov, **new)
 
+    def drop_annotations(self, *fields_: str, name: str | None = None) -> "MSADataset":
+        """A view without optional per-sample annotations (e.g. ``"emotions"``), recorded in provenance.
+
+        Why: SynthMSA draws emotions for every preset, but real CMU-MOSI has none; a chapter that
+        mimics MOSI must not train on labels the real dataset lacks.
+        """
+        optional = {f.name for f in fields(Split)} - {"text", "audio", "vision", "labels", "ids", "text_lengths",
+                                                      "audio_lengths", "vision_lengths"}
+        unknown = set(fields_) - optional
+        if unknown:
+            raise ValueError(f"cannot drop {sorted(unknown)}; optional annotations are {sorted(optional)}")
+        new = {s: replace(sp, **{f: None for f in fields_}) for s, sp in self.splits.items()}
+        prov = {**self.provenance, "dropped_annotations": sorted(set(self.provenance.get("dropped_annotations", [])) | set(fields_))}
+        return replace(self, name=name or self.name, provenance=prov, **new)
+
     def with_splits(self, **splits: Split) -> "MSADataset":
         return replace(self, **splits)
 

@@ -19,8 +19,10 @@ paper states is followed; every other choice is ours and says so here (and in th
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,12 +55,84 @@ class LowRankExpert(nn.Module):
         return d * r * k + r + r * d * k + d
 
 
+class LowRankExpertBank(nn.Module):
+    """N low-rank experts (ranks r_n) stored as two wide convolutions.
+
+    Why: UniTSE runs N experts × tasks × blocks × modalities; as 2N small convolutions this is
+    launch-bound on a CPU. Concatenating the experts' down-projections into one Conv1d(d, Σr_n) and
+    their up-projections into one Conv1d(Σr_n, d) is *exactly* the same function, the same
+    parameters (Σ_n LowRankExpert.n_params(d, r_n, k)) and the same FLOPs: for a per-sample weight
+    w_n, Σ_n w_n·U_n(h_n) = U_cat([w_1 h_1; …; w_N h_N]) because each U_n is linear. Each slice is
+    initialised as PyTorch initialises the separate Conv1d, and `expert(n)` returns expert n as a
+    standalone `LowRankExpert` (the unit tests check the equivalence).
+    """
+
+    def __init__(self, d: int, ranks: list[int], k: int = 3):
+        super().__init__()
+        if not ranks or min(ranks) < 1 or k < 1 or k % 2 == 0:
+            raise ValueError(f"LowRankExpertBank needs ranks >= 1 and an odd kernel (got ranks={ranks}, k={k})")
+        self.d, self.k, self.ranks = d, k, [int(r) for r in ranks]
+        self.down = nn.Conv1d(d, sum(self.ranks), k, padding=k // 2)
+        self.up_weight = nn.Parameter(torch.empty(d, sum(self.ranks), k))
+        self.up_bias = nn.Parameter(torch.empty(len(self.ranks), d))
+        self.register_buffer("_expert_of_channel", torch.tensor(
+            [n for n, r in enumerate(self.ranks) for _ in range(r)], dtype=torch.long), persistent=False)
+        with torch.no_grad():  # as N separate nn.Conv1d(r_n, d, k): U(-1/sqrt(r_n k), 1/sqrt(r_n k))
+            for n, sl in enumerate(self._slices()):
+                bound = 1.0 / math.sqrt(self.ranks[n] * k)
+                self.up_weight[:, sl].uniform_(-bound, bound)
+                self.up_bias[n].uniform_(-bound, bound)
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+    def _slices(self) -> list[slice]:
+        ends = np.cumsum([0, *self.ranks])
+        return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, d) → every expert's bottleneck activations (B, Σr, L)."""
+        return nn.functional.gelu(self.down(x.transpose(1, 2)))
+
+    def mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Σ_n w[..., n]·f_n(x) for per-sample weights: x (B, L, d), w (B, K, N) → (B, K, L, d).
+
+        K weightings of the same input (e.g. one per task when the tasks share their input) reuse
+        one down-projection.
+        """
+        h = self.hidden(x)  # (B, R, L)
+        b, kk, n = w.shape
+        scale = w[:, :, self._expert_of_channel]  # (B, K, R)
+        hs = (h[:, None] * scale[..., None]).reshape(b * kk, h.shape[1], h.shape[2])
+        y = nn.functional.conv1d(hs, self.up_weight, padding=self.k // 2)  # (B·K, d, L)
+        y = y + (w.reshape(b * kk, n) @ self.up_bias)[:, :, None]
+        return y.reshape(b, kk, self.d, -1).transpose(2, 3)
+
+    def all(self, x: torch.Tensor) -> torch.Tensor:
+        """Each expert's output separately: x (B, L, d) → (B, L, d, N) (for per-token routing)."""
+        h = self.hidden(x)
+        ys = [nn.functional.conv1d(h[:, sl], self.up_weight[:, sl], self.up_bias[n], padding=self.k // 2)
+              for n, sl in enumerate(self._slices())]
+        return torch.stack(ys, -1).transpose(1, 2)
+
+    @torch.no_grad()
+    def expert(self, n: int) -> LowRankExpert:
+        """Expert ``n`` as a standalone `LowRankExpert` with the same weights (a copy)."""
+        sl = self._slices()[n]
+        e = LowRankExpert(self.d, self.ranks[n], self.k)
+        e.down.weight.copy_(self.down.weight[sl])
+        e.down.bias.copy_(self.down.bias[sl])
+        e.up.weight.copy_(self.up_weight[:, sl])
+        e.up.bias.copy_(self.up_bias[n])
+        return e
+
+
 class UniTSEBlock(nn.Module):
     """One UniTSE block for one modality: N shared experts + one task-specific expert per task, mixed
     per task by that task's router; residual + LayerNorm (ours).
 
     Switches for the ablations: ``use_shared`` / ``use_task_specific`` drop an expert group;
-    ``shared_router`` gives both tasks one router.
+    ``shared_router`` gives both tasks one router. The shared experts are a `LowRankExpertBank`.
     """
 
     def __init__(self, d: int, ranks: list[int], tasks: tuple[str, ...] = TASKS, task_rank: int | None = None,
@@ -70,24 +144,41 @@ class UniTSEBlock(nn.Module):
         if routing not in ("sample", "token"):
             raise ValueError(f"routing={routing!r}; expected 'sample' or 'token'")
         self.tasks, self.routing = tasks, routing
-        self.shared = nn.ModuleList(LowRankExpert(d, r, kernel) for r in ranks) if use_shared else nn.ModuleList()
+        self.shared = LowRankExpertBank(d, ranks, kernel) if use_shared and ranks else None
         tr = task_rank or (ranks[0] if ranks else d)
         self.specific = nn.ModuleDict({t: LowRankExpert(d, tr, kernel) for t in tasks}) if use_task_specific else None
-        n = len(self.shared) + (1 if use_task_specific else 0)
+        self.n_shared = len(self.shared) if self.shared is not None else 0
+        n = self.n_shared + (1 if use_task_specific else 0)
         router = nn.Linear(d, n)
         self.router = nn.ModuleDict({t: router if shared_router else nn.Linear(d, n) for t in tasks})
         self.norm = nn.ModuleDict({t: nn.LayerNorm(d) for t in tasks})
 
     def forward(self, xs: dict[str, torch.Tensor], mask: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], dict]:
-        out, weights = {}, {}
-        for t, x in xs.items():
-            experts = list(self.shared) + ([self.specific[t]] if self.specific is not None else [])
-            y = torch.stack([e(x) for e in experts], -1)  # (B, L, d, n)
-            logits = self.router[t](masked_mean(x, mask) if self.routing == "sample" else x)
-            w = torch.softmax(logits, -1)  # (B, n) or (B, L, n)
-            w_full = w[:, None, None, :] if self.routing == "sample" else w[:, :, None, :]
-            out[t] = self.norm[t](x + (y * w_full).sum(-1))
-            weights[t] = w if self.routing == "sample" else masked_mean(w, mask)
+        """``xs``: the task copies {task: (B, L, d)}; when every task passes the *same* tensor (the first
+        block) the shared experts' down-projection runs once."""
+        tasks = list(xs)
+        if self.routing == "sample":
+            w = {t: torch.softmax(self.router[t](masked_mean(xs[t], mask)), -1) for t in tasks}  # (B, n)
+        else:
+            w = {t: torch.softmax(self.router[t](xs[t]), -1) for t in tasks}  # (B, L, n)
+        mixed = {t: xs[t] for t in tasks}  # residual
+        if self.shared is not None:
+            ns = self.n_shared
+            if self.routing == "sample":
+                if all(xs[t] is xs[tasks[0]] for t in tasks):
+                    y = self.shared.mix(xs[tasks[0]], torch.stack([w[t][:, :ns] for t in tasks], 1))
+                    ys = {t: y[:, i] for i, t in enumerate(tasks)}
+                else:
+                    y = self.shared.mix(torch.cat([xs[t] for t in tasks]), torch.cat([w[t][:, None, :ns] for t in tasks]))
+                    ys = dict(zip(tasks, y[:, 0].chunk(len(tasks))))
+            else:
+                ys = {t: (self.shared.all(xs[t]) * w[t][:, :, None, :ns]).sum(-1) for t in tasks}
+            mixed = {t: mixed[t] + ys[t] for t in tasks}
+        if self.specific is not None:
+            gate = {t: (w[t][:, -1, None, None] if self.routing == "sample" else w[t][:, :, -1, None]) for t in tasks}
+            mixed = {t: mixed[t] + gate[t] * self.specific[t](xs[t]) for t in tasks}
+        out = {t: self.norm[t](mixed[t]) for t in tasks}
+        weights = {t: w[t] if self.routing == "sample" else masked_mean(w[t], mask) for t in tasks}
         return out, weights
 
 
@@ -131,7 +222,8 @@ class MMoLRE(MSAModel):
         inp = self.inputs(batch)
         streams, routing = {}, {}
         for m, (x, mask) in inp.items():
-            h = {t: self.proj[m](x) for t in self.tasks}  # features duplicated per task
+            p = self.proj[m](x)
+            h = {t: p for t in self.tasks}  # features duplicated per task (one tensor until block 1)
             for b, block in enumerate(self.unitse[m]):
                 h, w = block(h, mask)
                 routing.update({f"{m}/block{b}/{t}": v for t, v in w.items()})
