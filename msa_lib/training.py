@@ -186,11 +186,15 @@ def fit(model: nn.Module, ds: MSADataset, cfg: TrainConfig, seed: int = 0,
     history: list[dict[str, float]] = []
     t_train = 0.0
     bar = tqdm(range(cfg.epochs), desc=desc or type(model).__name__, disable=not cfg.progress, leave=False)
+    total_steps, step = max(1, cfg.epochs * ds.n_batches("train", cfg.batch_size)), 0  # for set_progress
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
         losses = []
         for batch in ds.loader("train", cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch, device=cfg.device):
+            if hasattr(model, "set_progress"):  # schedules that follow training progress (MIDG's GRL ramp)
+                model.set_progress(step / total_steps)
+            step += 1
             out: ModelOutput = model(batch)
             loss = task_loss(out.pred, batch.labels, cfg) + out.aux_loss
             if not torch.isfinite(loss):
