@@ -1,4 +1,4 @@
-"""`msa-book`: run the chapters with papermill, list models, featurise text.
+"""`msa-book`: run the chapters with papermill, list models, featurise text, score a raw clip.
 
     msa-book run --profile default                 # every notebook -> book/generated/
     msa-book run --profile smoke --only 00         # one chapter
@@ -6,6 +6,7 @@
     msa-book build                                  # render the book (jupyter-book build -W -n --keep-going .)
     msa-book models                                 # the model registry
     msa-book featurize --data-root ../shared/data   # pre-compute the cached MiniLM features
+    msa-book predict --video CLIP.mp4 --transcript "..." --checkpoint DIR   # score one raw clip
 
 Configuration is papermill YAML (``configs/<notebook>/<profile>.yaml``); this is only a driver.
 """
@@ -110,6 +111,62 @@ def cmd_featurize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_prediction(res: dict) -> str:
+    lines = []
+    if res.get("score") is not None:
+        lines.append(f"score: {res['score']:+.4f} ({res['polarity']})")
+    else:
+        lines.append(f"class: {res['class_index']} (logits {', '.join(f'{v:.3f}' for v in res['logits'])})")
+    lines.append(f"model: {res['model']} on {', '.join(res['modalities'])} from {res['checkpoint']}")
+    prov = res["provenance"]
+    clip = prov.get("clip")
+    if clip:
+        parts = []
+        if clip.get("audio"):
+            a = clip["audio"]
+            parts.append(f"audio {a['codec']} {a['sample_rate']} Hz x{a['channels']}")
+        if clip.get("video"):
+            v = clip["video"]
+            parts.append(f"video {v['codec']} {v['width']}x{v['height']} @ {v['fps']:.2f} fps")
+        lines.append(f"clip: {res['video']} ({clip['duration_s']:.2f} s; {', '.join(parts)})")
+    for m in ("text", "audio", "vision"):
+        if m not in prov:
+            continue
+        p = prov[m]
+        if m == "text":
+            desc = f"{p['encoder']} (md5 {p['encoder_md5'][:8]}), {p['level']}, {p['n_tokens']} tokens, max_len {p['max_len']}"
+        elif m == "audio":
+            desc = (f"{p['extractor']} {p['dim']}-d @ {p['sample_rate']} Hz (resampler {p['res_type']}), "
+                    f"{p['n_frames']} frames; {p['decoder']}, librosa {p['librosa']}")
+        else:
+            desc = (f"{p['extractor']} {p['dim']}-d @ {p['fps']} fps, {p['n_frames']} frames, face in "
+                    f"{100 * p['face_detected_fraction']:.0f}%; {p['opencv']}")
+        lines.append(f"{m}: {desc}")
+    t = res["timings"]
+    lines.append(f"time: {res['seconds']:.2f} s (" + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + ")")
+    return "\n".join(lines)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from msa_lib.features.media import MediaDecodeError
+    from msa_lib.predict import predict_clip
+
+    hf_logging.disable_progress_bar()  # keep the printed result clean ("Loading weights" bars)
+    try:
+        res = predict_clip(args.video, args.transcript, args.checkpoint, device=args.device)
+    except (FileNotFoundError, ValueError, KeyError, MediaDecodeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"msa-book predict: error: {msg}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res, indent=1, default=str))
+    else:
+        print(_format_prediction(res))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="msa-book", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -129,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--data-root", default=None)
     f.add_argument("--cache-dir", default=".cache/msa_lib")
     f.set_defaults(func=cmd_featurize)
+    pr = sub.add_parser("predict", help="score one raw clip (video + transcript) with a saved checkpoint")
+    pr.add_argument("--video", required=True, help="the clip (mp4 / any format FFmpeg reads)")
+    pr.add_argument("--transcript", default=None, help="what is said in the clip (needed when the model uses text)")
+    pr.add_argument("--checkpoint", required=True, help="a folder written by msa_lib.checkpoint.save_checkpoint")
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--json", action="store_true", help="print the full result as JSON")
+    pr.set_defaults(func=cmd_predict)
     args = ap.parse_args(argv)
     return args.func(args)
 

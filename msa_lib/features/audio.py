@@ -7,8 +7,14 @@
   that MMSA-FET users extract.
 * `frame_to_length` / `frames_to_batch`: pad or trim frame sequences to a fixed length.
 
-Loading compressed files (mp4, m4a, mp3 through audioread) needs ``ffmpeg`` on ``PATH``; wav/flac/ogg
-are read by soundfile without it. When decoding fails for lack of ffmpeg, `AudioDecodeError` says so.
+Decoding (`load_audio`): wav / flac / ogg are read by soundfile; everything else (mp4, m4a, mp3, ...)
+is decoded by PyAV (`msa_lib.features.media`, FFmpeg bundled in its wheel), so no ``ffmpeg`` executable
+is needed. Both paths decode at the native rate, average the channels and then resample with
+`resample`, exactly as ``librosa.load`` does; an mp4 therefore gives the waveform ``librosa.load`` gives
+on the wav that ``ffmpeg -i clip.mp4 clip.wav`` writes (up to that wav's 16-bit rounding).
+``res_type="kaiser_best"`` is resampy's filter (librosa < 0.10's default), re-implemented here because
+MMSA-FET's released features were made with it (see `mmsafet_librosa_features`). A file that cannot
+be decoded raises `AudioDecodeError` (a `media.MediaDecodeError`) naming the file and the reason.
 A waveform argument is assumed to be mono (or (channels, n), averaged) at the given ``sr``.
 """
 from __future__ import annotations
@@ -20,13 +26,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from msa_lib.features.media import MediaDecodeError
+
 __all__ = [
     "AudioDecodeError",
     "ffmpeg_available",
     "load_audio",
+    "resample",
+    "resample_kaiser_best",
     "audio_features",
     "AUDIO_FEATURE_NAMES",
     "MMSAFET_LIBROSA_CONFIG",
+    "MMSAFET_RES_TYPE",
     "MMSAFET_GROUPS",
     "mmsafet_librosa_features",
     "mmsafet_group_slices",
@@ -38,34 +49,139 @@ __all__ = [
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".w64", ".rf64"}
 
 
-class AudioDecodeError(RuntimeError):
-    """Raised when an audio/video file cannot be decoded (most often: ffmpeg is not installed)."""
+class AudioDecodeError(MediaDecodeError):
+    """An audio file cannot be decoded (corrupt, truncated, unsupported, or without an audio stream).
+
+    A subclass of `msa_lib.features.media.MediaDecodeError`, so ``except MediaDecodeError`` catches both.
+    """
 
 
 def ffmpeg_available() -> bool:
-    """True when an ``ffmpeg`` executable is on PATH (audioread needs it for mp4 / m4a / mp3)."""
+    """True when an ``ffmpeg`` executable is on PATH. Decoding no longer needs it (PyAV bundles FFmpeg);
+    kept for callers that want to compare against the command-line tool."""
     return shutil.which("ffmpeg") is not None
 
 
-def load_audio(path: str | Path, sr: int | None = 22050, mono: bool = True) -> tuple[np.ndarray, int]:
-    """``librosa.load`` with a clear error: returns (waveform float32, sample rate)."""
+# resampy's "kaiser_best" filter (resampy/filters.py, ISC licence): a Kaiser-windowed sinc with 64 zero
+# crossings, 2**9 table entries per crossing, rolloff 0.9475937 and beta 14.7696565.
+_KAISER_BEST = {"num_zeros": 64, "precision": 9, "rolloff": 0.9475937167399596, "beta": 14.769656459379492}
+_KAISER_BEST_WIN: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _kaiser_best_window() -> tuple[np.ndarray, np.ndarray]:
+    global _KAISER_BEST_WIN
+    if _KAISER_BEST_WIN is None:
+        import scipy.signal
+
+        n = (2 ** _KAISER_BEST["precision"]) * _KAISER_BEST["num_zeros"]
+        roll = _KAISER_BEST["rolloff"]
+        sinc = roll * np.sinc(roll * np.linspace(0, _KAISER_BEST["num_zeros"], num=n + 1, endpoint=True))
+        taper = scipy.signal.get_window(("kaiser", _KAISER_BEST["beta"]), 2 * n + 1, fftbins=False)[n:]
+        win = taper * sinc
+        _KAISER_BEST_WIN = (win, np.append(np.diff(win), 0.0))
+    return _KAISER_BEST_WIN
+
+
+def resample_kaiser_best(y: np.ndarray, orig_sr: int, target_sr: int, chunk: int = 4096) -> np.ndarray:
+    """Band-limited sinc interpolation with resampy's ``kaiser_best`` filter (1-D ``y``) → float32.
+
+    Why: librosa < 0.10 resampled with this filter by default, and MMSA-FET's released librosa features
+    were extracted that way; librosa 0.11 no longer ships it (it would need the ``resampy`` package).
+    Follows ``resampy.resample`` (interpolated filter table, ``floor(n * ratio)`` outputs) and then
+    ``librosa.resample``'s zero padding to ``ceil(n * ratio)`` samples (computed exactly in integers).
+    Vectorised in chunks of outputs; about 0.1 s per second of 48 kHz input on one core.
+    """
+    x = np.asarray(y, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"resample_kaiser_best expects a 1-D waveform; found shape {x.shape}")
+    ratio = float(target_sr) / float(orig_sr)
+    win, delta = _kaiser_best_window()
+    if ratio < 1:
+        win, delta = win * ratio, delta * ratio
+    scale = min(1.0, ratio)
+    num_table = 2 ** _KAISER_BEST["precision"]
+    index_step = int(scale * num_table)
+    nwin, n_in = len(win), len(x)
+    n_res = n_in * int(target_sr) // int(orig_sr)  # integer arithmetic: float ratios give 48000.0000001
+    out = np.zeros(-(-n_in * int(target_sr) // int(orig_sr)), dtype=np.float64)
+    taps = np.arange(nwin // index_step + 1)
+    for start in range(0, n_res, chunk):
+        t = np.arange(start, min(start + chunk, n_res)) / ratio
+        n = t.astype(np.int64)
+        frac = scale * (t - n)
+        acc = np.zeros(len(t))
+        for side in (0, 1):  # 0: x[n - i] (left wing), 1: x[n + 1 + i] (right wing)
+            f = frac if side == 0 else scale - frac
+            index_frac = f * num_table
+            offset = index_frac.astype(np.int64)
+            eta = index_frac - offset
+            idx = offset[:, None] + taps[None, :] * index_step
+            pos = n[:, None] - taps[None, :] if side == 0 else n[:, None] + 1 + taps[None, :]
+            ok = (idx < nwin) & (pos >= 0) & (pos < n_in)
+            idx_c, pos_c = np.where(ok, idx, 0), np.where(ok, pos, 0)
+            w = (win[idx_c] + eta[:, None] * delta[idx_c]) * ok
+            acc += (w * x[pos_c]).sum(axis=1)
+        out[start:start + len(t)] = acc
+    return out.astype(np.float32)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int, res_type: str = "soxr_hq") -> np.ndarray:
+    """Resample a (n,) or (channels, n) waveform: ``kaiser_best`` here, anything else by ``librosa.resample``."""
+    if int(orig_sr) == int(target_sr):
+        return np.asarray(y, dtype=np.float32)
+    if res_type == "kaiser_best":
+        y = np.asarray(y)
+        if y.ndim == 1:
+            return resample_kaiser_best(y, orig_sr, target_sr)
+        return np.stack([resample_kaiser_best(c, orig_sr, target_sr) for c in y])
     import librosa
+
+    return np.asarray(librosa.resample(np.asarray(y, dtype=np.float32), orig_sr=int(orig_sr),
+                                       target_sr=int(target_sr), res_type=res_type), dtype=np.float32)
+
+
+def _read_soundfile(path: Path, mono: bool) -> tuple[np.ndarray, int]:
+    import soundfile
+
+    data, file_sr = soundfile.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
+    y = data.T
+    if mono:
+        y = y.mean(axis=0) if y.shape[0] > 1 else y[0]
+    return np.ascontiguousarray(y, dtype=np.float32), int(file_sr)
+
+
+def load_audio(path: str | Path, sr: int | None = 22050, mono: bool = True,
+               res_type: str = "soxr_hq") -> tuple[np.ndarray, int]:
+    """Decode any audio/video file → (waveform float32, sample rate), as ``librosa.load`` would.
+
+    wav / flac / ogg / aiff go through soundfile (falling back to PyAV if soundfile refuses the file);
+    other formats through PyAV (`media.decode_audio` at the native rate). Then, like ``librosa.load``:
+    channels averaged when ``mono``, and `resample` to ``sr`` (``None`` keeps the native rate) with
+    ``res_type`` (librosa 0.11's default ``soxr_hq``; ``kaiser_best`` for librosa < 0.10 parity).
+    Raises FileNotFoundError for a missing file and `AudioDecodeError` naming the file otherwise.
+    """
+    from msa_lib.features import media
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa's "PySoundFile failed, trying audioread" FutureWarning
-            y, file_sr = librosa.load(str(path), sr=sr, mono=mono)
-    except Exception as e:
-        if path.suffix.lower() not in _SOUNDFILE_SUFFIXES and not ffmpeg_available():
-            raise AudioDecodeError(
-                f"{path}: cannot decode '{path.suffix}' audio without ffmpeg (librosa reads it through audioread, "
-                f"which needs an ffmpeg executable on PATH; none was found). Install ffmpeg, or convert the file to "
-                f"wav elsewhere (ffmpeg -i in.mp4 -ac 1 out.wav) and pass the wav. ({type(e).__name__}: {e})"
-            ) from e
-        raise AudioDecodeError(f"{path}: could not decode audio ({type(e).__name__}: {e})") from e
+        if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
+            try:
+                y, file_sr = _read_soundfile(path, mono)
+            except Exception as sf_err:  # an unusual wav codec soundfile lacks: FFmpeg may still read it
+                try:
+                    y, file_sr = media.decode_audio(path, sr=None, mono=mono)
+                except MediaDecodeError as e:
+                    raise MediaDecodeError(f"{e}; soundfile also failed ({type(sf_err).__name__}: {sf_err})") from e
+        else:
+            y, file_sr = media.decode_audio(path, sr=None, mono=mono)
+    except MediaDecodeError as e:
+        raise AudioDecodeError(str(e)) from e
+    if y.shape[-1] == 0:
+        raise AudioDecodeError(f"{path}: the audio track is empty (0 samples)")
+    if sr is not None and int(sr) != file_sr:
+        y, file_sr = resample(y, file_sr, int(sr), res_type), int(sr)
     return np.asarray(y, dtype=np.float32), int(file_sr)
 
 
@@ -155,6 +271,8 @@ MMSAFET_LIBROSA_CONFIG: dict[str, Any] = {
         "zero_crossing_rate": {"hop_length": 128, "frame_length": 512},
     },
 }
+#: The resampler MMSA-FET's released features were made with (librosa < 0.10's default, resampy's filter).
+MMSAFET_RES_TYPE = "kaiser_best"
 #: (feature, width) in column order of the 70-dim output.
 MMSAFET_GROUPS: list[tuple[str, int]] = [
     ("chroma_stft", 12), ("chroma_cqt", 12), ("chroma_cens", 12), ("mfcc", 13), ("rms", 1),
@@ -198,16 +316,19 @@ def group_correlations(ours: np.ndarray, ref: np.ndarray,
     return out
 
 
-def mmsafet_librosa_features(wave: Any, sr: int | None = None,
-                             config: Mapping[str, Any] | None = None) -> tuple[np.ndarray, list[str]]:
+def mmsafet_librosa_features(wave: Any, sr: int | None = None, config: Mapping[str, Any] | None = None,
+                             res_type: str = MMSAFET_RES_TYPE) -> tuple[np.ndarray, list[str]]:
     """Reproduce MMSA-FET's librosa audio extractor → (frames (T, 70) float32, names).
 
     MMSA-FET calls each ``librosa.feature.<name>(y=y, sr=sr, **kwargs)`` in the config's order
     (falling back to no ``sr`` for the functions without one), transposes to (T, d) and concatenates.
     ``config`` is an MMSA-FET audio config (``{"sample_rate": ..., "features"|"args": {...}}``);
-    default `MMSAFET_LIBROSA_CONFIG`. ``wave`` is a path (loaded at the config's sample rate) or a
-    waveform at ``sr`` (default: the config's sample rate). Note MMSA-FET ran an older librosa; see
-    the comparison in ``tests/test_features.py`` for how close this is on a real clip.
+    default `MMSAFET_LIBROSA_CONFIG`. ``wave`` is a path (decoded by `load_audio` and resampled to the
+    config's sample rate with ``res_type``) or a waveform at ``sr`` (default: the config's rate).
+    MMSA-FET writes a wav with ffmpeg and reads it with ``librosa.load``; the released features fit
+    librosa < 0.10, whose resampler was resampy's ``kaiser_best``. That is our default: on clip_0001 it brings the
+    filter-sensitive columns (spectral centroid / bandwidth / rolloff) from r ≈ 0.8 with ``soxr_hq``
+    to r ≈ 0.98 against the released features (``tests/test_media.py`` checks the numbers).
     """
     import librosa
 
@@ -217,7 +338,7 @@ def mmsafet_librosa_features(wave: Any, sr: int | None = None,
         raise ValueError("config needs a non-empty 'features' (or 'args') mapping of librosa.feature names to kwargs")
     cfg_sr = int(cfg.get("sample_rate", 22050))
     if isinstance(wave, (str, Path)):
-        y, sr = load_audio(wave, sr=cfg_sr)
+        y, sr = load_audio(wave, sr=cfg_sr, res_type=res_type)
     else:
         y = _wave(wave, sr or cfg_sr)
         sr = sr or cfg_sr

@@ -1,0 +1,208 @@
+"""Model checkpoints: the weights plus everything needed to rebuild the model and feed it the right features.
+
+A checkpoint is a folder with
+
+* ``weights.pt``: the model's ``state_dict`` (plain tensors, so it loads with ``weights_only=True``,
+  which never unpickles code);
+* ``checkpoint.json``: the registry name, ``dims``, modalities, ``n_out``, the constructor ``hparams``,
+  the ``feature_config`` (which extractors, with which settings, made the training features), the
+  md5 of ``weights.pt``, and the msa_lib / torch versions and creation time.
+
+Why the feature config travels with the weights: a model trained on 70-d MMSA-FET librosa features
+at 22050 Hz silently produces nonsense on 33-d prosody features or on another sample rate. `predict`
+compares it with what its extractors produce (`check_feature_config`) and refuses a mismatch.
+Both files are written to temporary names and moved into place (weights first, JSON last), so a
+folder with a ``checkpoint.json`` always has the matching complete weights.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+import msa_lib
+
+__all__ = ["CHECKPOINT_FORMAT", "WEIGHTS_FILE", "META_FILE", "save_checkpoint", "load_checkpoint",
+           "read_checkpoint_meta", "check_feature_config"]
+
+CHECKPOINT_FORMAT = "msa_lib.checkpoint/1"
+WEIGHTS_FILE = "weights.pt"
+META_FILE = "checkpoint.json"
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_checked(obj: Any, what: str) -> Any:
+    """Round-trip through JSON so that what is saved is exactly what will be loaded (tuples → lists)."""
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be JSON-serialisable (plain str / int / float / bool / list / dict): {e}") from e
+
+
+def save_checkpoint(model: nn.Module, directory: str | Path, *, model_name: str, dims: Mapping[str, int],
+                    hparams: Mapping[str, Any], feature_config: Mapping[str, Any],
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``weights.pt`` and ``checkpoint.json`` into ``directory`` (created if needed); return it.
+
+    ``model_name``, ``dims`` and ``hparams`` must rebuild ``model`` through `msa_lib.models.build`;
+    this is checked by comparing the rebuilt model's parameter names and shapes with ``model``'s.
+    ``feature_config`` maps each modality to its extractor settings (see `msa_lib.predict.feature_config`);
+    where an entry has a ``dim`` it must equal ``dims``. ``extra`` is free JSON (e.g. training metrics).
+    """
+    from msa_lib.models import available, build
+
+    directory = Path(directory)
+    if model_name not in available():
+        raise KeyError(f"model {model_name!r} is not in the registry; registered models: {', '.join(available())}")
+    reg = getattr(type(model), "registry_name", None)
+    if reg is not None and reg != model_name:
+        raise ValueError(f"model_name {model_name!r} does not match the model's registry name {reg!r}")
+    dims_j = _json_checked({str(k): int(v) for k, v in dims.items()}, "dims")
+    hp = _json_checked(dict(hparams), "hparams")
+    fc = _json_checked(dict(feature_config), "feature_config")
+    ex = _json_checked(dict(extra or {}), "extra")
+    for m, cfg in fc.items():
+        if isinstance(cfg, Mapping) and "dim" in cfg and m in dims_j and int(cfg["dim"]) != dims_j[m]:
+            raise ValueError(f"feature_config[{m!r}]['dim'] = {cfg['dim']} but dims[{m!r}] = {dims_j[m]}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: keep the caller's RNG stream intact
+        probe = build(model_name, dims_j, **hp).state_dict()
+    want = {k: tuple(v.shape) for k, v in probe.items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        diff = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        raise ValueError(f"build({model_name!r}, dims={dims_j}, **hparams) does not rebuild this model: parameters "
+                         f"differ at {diff[:8]}; pass the hparams the model was constructed with")
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    _atomic_write_bytes(weights, lambda fh: torch.save(state, fh))
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": model_name,
+        "dims": dims_j,
+        "modalities": list(getattr(model, "modalities", dims_j.keys())),
+        "n_out": int(getattr(model, "n_out", 1)),
+        "hparams": hp,
+        "feature_config": fc,
+        "weights_file": WEIGHTS_FILE,
+        "weights_md5": _md5(weights),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "msa_lib_version": msa_lib.__version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "extra": ex,
+    }
+    text = json.dumps(meta, indent=1, sort_keys=False)
+    _atomic_write_bytes(directory / META_FILE, lambda fh: fh.write(text.encode("utf-8")))
+    return directory
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
+    """Read and validate ``checkpoint.json`` (no weights loaded)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {directory}")
+    path = directory / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {directory} is not a checkpoint folder "
+                                f"(save one with msa_lib.checkpoint.save_checkpoint)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object; found {type(meta).__name__}")
+    missing = [k for k in ("format", "model_name", "dims", "hparams", "feature_config") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}")
+    if meta["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {meta['format']!r}; expected {CHECKPOINT_FORMAT!r}")
+    return meta
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``checkpoint.json`` via the registry and load ``weights.pt`` → (model in eval mode, meta)."""
+    from msa_lib.models import available, build
+
+    directory = Path(directory)
+    meta = read_checkpoint_meta(directory)
+    name = meta["model_name"]
+    if name not in available():
+        raise KeyError(f"{directory / META_FILE}: model {name!r} is not in this msa_lib's registry "
+                       f"(version {msa_lib.__version__}; registered: {', '.join(available())})")
+    weights = directory / meta.get("weights_file", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found (the checkpoint's weights)")
+    if meta.get("weights_md5") and _md5(weights) != meta["weights_md5"]:
+        raise ValueError(f"{weights}: md5 differs from the one recorded in {META_FILE}; the weights were replaced "
+                         f"or corrupted after saving")
+    model = build(name, meta["dims"], **meta["hparams"])
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{weights}: cannot be read as a state_dict with weights_only=True ({type(e).__name__}: {e})") from e
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{weights} does not fit {name}(dims={meta['dims']}, hparams={meta['hparams']}): "
+                         f"missing {list(result.missing_keys)[:8]}, unexpected {list(result.unexpected_keys)[:8]}")
+    model.to(device)
+    model.eval()
+    return model, meta
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    return {prefix: list(d) if isinstance(d, tuple) else d}
+
+
+_MISSING = "<missing>"
+
+
+def check_feature_config(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
+    """Raise ValueError listing every key (dotted path) where ``expected`` and ``actual`` differ, with both values.
+
+    Nested dicts are compared leaf by leaf; a key present on one side only shows ``<missing>`` on the
+    other. Numbers compare by value (22050 == 22050.0). Returns None when they agree.
+    """
+    a, b = _flatten(dict(expected)), _flatten(dict(actual))
+    lines = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+        if isinstance(va, bool) or isinstance(vb, bool):  # True == 1 in Python; not here
+            same = type(va) is type(vb) and va == vb
+        else:
+            same = va == vb
+        if not same:
+            lines.append(f"  {k}: checkpoint has {va!r}, extractor gives {vb!r}")
+    if lines:
+        raise ValueError("feature config mismatch between the checkpoint and the feature extractor "
+                         f"({len(lines)} key(s)):\n" + "\n".join(lines))
