@@ -434,3 +434,21 @@ def test_synth_domains_and_shift_sweep():
     assert not np.allclose(sweep[0.0].test.audio, sweep[2.0].test.audio)  # ... shifted features
     with pytest.raises(ValueError, match="disjoint"):
         D.synth_domains("mosi", n_domains=3, train_domains=[0, 2], test_domains=[2], scale=0.05)
+
+
+# ---- dg_analysis: the MIDG chapter's summaries ----------------------------------------------------------------
+def test_routing_shares_and_domain_predictability():
+    import numpy as np
+
+    from msa_lib.dg_analysis import domain_predictability, routing_shares
+    top = np.array([0, 0, 1, 2, 2, 2])
+    shares = routing_shares(top, 4, {"a": np.array([1, 1, 1, 0, 0, 0], bool), "b": ~np.array([1, 1, 1, 0, 0, 0], bool),
+                                     "empty": np.zeros(6, bool)})
+    assert shares == {"a": [0.6667, 0.3333, 0.0, 0.0], "b": [0.0, 0.0, 1.0, 0.0]}  # empty groups are left out
+    rng = np.random.default_rng(0)
+    dom = np.repeat([0, 1], 60)
+    separable = rng.standard_normal((120, 4)) + 4.0 * dom[:, None]
+    noise = rng.standard_normal((120, 4))
+    assert domain_predictability(separable, dom)["probe_acc"] > 0.95
+    p = domain_predictability(noise, dom)
+    assert p["probe_chance"] == 0.5 and abs(p["probe_acc"] - 0.5) < 0.2
