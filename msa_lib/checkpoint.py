@@ -13,12 +13,18 @@ at 22050 Hz silently produces nonsense on 33-d prosody features or on another sa
 compares it with what its extractors produce (`check_feature_config`) and refuses a mismatch.
 Both files are written to temporary names and moved into place (weights first, JSON last), so a
 folder with a ``checkpoint.json`` always has the matching complete weights.
+
+`train_and_save` is the training path that ends in a checkpoint: it trains a registered model with
+`msa_lib.training.fit` (seeded, selected on the validation split), checks that the training features
+are the ones the ``feature_config`` describes, and saves weights + JSON with the run's metrics and a
+parameter hash; a rerun with the same parameters loads the saved checkpoint instead of training.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +36,7 @@ from torch import nn
 import msa_lib
 
 __all__ = ["CHECKPOINT_FORMAT", "WEIGHTS_FILE", "META_FILE", "save_checkpoint", "load_checkpoint",
-           "read_checkpoint_meta", "check_feature_config"]
+           "read_checkpoint_meta", "check_feature_config", "train_and_save"]
 
 CHECKPOINT_FORMAT = "msa_lib.checkpoint/1"
 WEIGHTS_FILE = "weights.pt"
@@ -206,3 +212,87 @@ def check_feature_config(expected: Mapping[str, Any], actual: Mapping[str, Any])
     if lines:
         raise ValueError("feature config mismatch between the checkpoint and the feature extractor "
                          f"({len(lines)} key(s)):\n" + "\n".join(lines))
+
+
+def _check_training_features(ds: Any, dims: Mapping[str, int], modalities: list[str],
+                             feature_config: Mapping[str, Any]) -> None:
+    """Refuse a feature_config that cannot describe the features ``ds`` holds (as far as ``ds`` records them)."""
+    missing = [m for m in modalities if m not in feature_config]
+    if missing:
+        raise ValueError(f"the model uses {modalities} but feature_config has no entry for {missing}: a checkpoint "
+                         f"must say how every input it takes was made")
+    for m in modalities:
+        cfg = feature_config[m]
+        if isinstance(cfg, Mapping) and "dim" in cfg and int(cfg["dim"]) != int(dims[m]):
+            raise ValueError(f"feature_config[{m!r}]['dim'] = {cfg['dim']} but {ds.name}'s {m} features are "
+                             f"{dims[m]}-d")
+    enc = (ds.provenance or {}).get("text_encoder")
+    text = feature_config.get("text") if "text" in modalities else None
+    if isinstance(enc, Mapping) and isinstance(text, Mapping):
+        for key_ds, key_fc in (("max_len", "max_len"), ("encoder_identity", "encoder_md5")):
+            if key_ds in enc and key_fc in text and enc[key_ds] != text[key_fc]:
+                raise ValueError(f"{ds.name}'s text features were made with {key_ds} = {enc[key_ds]!r} but "
+                                 f"feature_config['text'][{key_fc!r}] = {text[key_fc]!r}; predict would feed the "
+                                 f"model different features than it was trained on")
+        if text.get("level", "tokens") == "tokens" and "max_len" in text:
+            seq = ds.seq_lens.get("text")
+            if seq is not None and int(seq) != int(text["max_len"]):
+                raise ValueError(f"{ds.name}'s text sequences are {seq} tokens long but feature_config['text']"
+                                 f"['max_len'] = {text['max_len']}")
+
+
+def _finite_or_none(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: an undefined metric (e.g. Non0 on a split without non-zero labels) becomes None."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def train_and_save(ds: Any, model_name: str, directory: str | Path, *, feature_config: Mapping[str, Any],
+                   hparams: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None, seed: int = 0,
+                   device: str = "cpu", extra: Mapping[str, Any] | None = None, reuse: bool = True,
+                   progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``model_name`` on ``ds`` with `msa_lib.training.fit` and save it to ``directory`` → (model, meta).
+
+    ``feature_config`` says how the training features were made (`msa_lib.predict.feature_config`); it
+    must cover every modality the model uses, match the feature widths and, for text, the encoder and
+    ``max_len`` recorded in ``ds.provenance["text_encoder"]``. ``train`` holds `TrainConfig` fields;
+    ``hparams`` the model's constructor arguments. The model is seeded exactly as
+    `msa_lib.experiments.run_one` seeds it (`set_seed(seed)` then `build`), so the checkpoint is the
+    model behind that run's record. ``meta["extra"]`` stores the parameter hash, the dataset, seed,
+    protocol, selected epoch and the validation / test metrics. With ``reuse`` a checkpoint in
+    ``directory`` with the same parameter hash is loaded instead of training again.
+    """
+    from msa_lib import training
+    from msa_lib.experiments import code_fingerprint, dataset_fingerprint, param_hash
+    from msa_lib.models import build
+
+    cfg = training.TrainConfig.from_dict({**dict(train or {}), "device": device, "progress": progress})
+    hp = dict(hparams or {})
+    if cfg.task == "binary":
+        hp.setdefault("n_out", 2)
+    dims = dict(ds.dims)
+    fc = _json_checked(dict(feature_config), "feature_config")
+    with torch.random.fork_rng(devices=[]):
+        mods = list(getattr(build(model_name, dims, **hp), "modalities", dims.keys()))
+    _check_training_features(ds, dims, mods, fc)
+    params = {"model": model_name, "hparams": hp, "train": training.config_dict(cfg), "data": dataset_fingerprint(ds),
+              "seed": int(seed), "version": msa_lib.__version__, "code": code_fingerprint(), "feature_config": fc}
+    phash = param_hash(params)
+    directory = Path(directory)
+    if reuse and (directory / META_FILE).is_file():
+        try:
+            meta = read_checkpoint_meta(directory)
+        except ValueError:
+            meta = None  # unreadable: train again and overwrite
+        if meta is not None and meta.get("extra", {}).get("param_hash") == phash:
+            return load_checkpoint(directory, device=device)
+    training.set_seed(int(seed))
+    model = build(model_name, dims, **hp)
+    res = training.fit(model, ds, cfg, seed=int(seed), desc=f"{ds.name}/{model_name}/s{seed} -> checkpoint")
+    info = {"param_hash": phash, "dataset": ds.name, "dataset_fingerprint": params["data"],
+            "dataset_kind": (ds.provenance or {}).get("kind"), "sizes": ds.sizes, "seed": int(seed),
+            "train": params["train"], "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+            "train_seconds": round(res.train_seconds, 3), "val_metrics": _finite_or_none(res.val_metrics),
+            "test_metrics": _finite_or_none(res.test_metrics), **dict(extra or {})}
+    save_checkpoint(res.model, directory, model_name=model_name, dims=dims, hparams=hp, feature_config=fc, extra=info)
+    res.model.eval()
+    return res.model, read_checkpoint_meta(directory)

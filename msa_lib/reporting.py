@@ -320,14 +320,15 @@ def plot_mosei_labels(table: pd.DataFrame):
 
 
 def plot_training_curves(records: Iterable[RunRecord], key: str = "val_select", ax=None, title: str = ""):
-    """Validation curves per variant (mean over seeds, band = min..max)."""
+    """A per-epoch history key (``val_select``, ``train_loss``, or a model's scalar internal such as
+    ``train_mi_mean``) per variant: mean over seeds, band = min..max. Records without the key are skipped."""
     rows = [{"variant": r.variant, "dataset": r.dataset, "seed": r.seed, "epoch": h["epoch"], key: h[key]}
-            for r in records for h in r.history]
+            for r in records for h in r.history if key in h]
     df = pd.DataFrame(rows)
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     if not df.empty:
         sns.lineplot(df, x="epoch", y=key, hue="variant", style="dataset" if df["dataset"].nunique() > 1 else None,
-                     errorbar=("pi", 100), ax=ax)
+                     errorbar=("pi", 100), marker="o", ax=ax)
     ax.set_title(title or f"training curves ({key})")
     return ax
 

@@ -117,6 +117,25 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def optimizer_step(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, sched=None,
+                   grad_clip: float | None = None, where: str = "") -> float:
+    """One update, as every training loop in the book does it; returns the loss as a float.
+
+    A non-finite loss raises (``where`` says at which epoch and what to try) instead of silently
+    corrupting the weights; gradients are clipped to ``grad_clip`` *before* the step.
+    """
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss at {where}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return float(loss.detach())
+
+
 @torch.no_grad()
 def predict(model: nn.Module, ds: MSADataset, split: str, batch_size: int = 256, device: str = "cpu",
             return_extras: bool = False) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -190,29 +209,24 @@ def fit(model: nn.Module, ds: MSADataset, cfg: TrainConfig, seed: int = 0,
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
-        losses = []
+        losses, scalars = [], {}
         for batch in ds.loader("train", cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch, device=cfg.device):
             if hasattr(model, "set_progress"):  # schedules that follow training progress (MIDG's GRL ramp)
                 model.set_progress(step / total_steps)
             step += 1
             out: ModelOutput = model(batch)
             loss = task_loss(out.pred, batch.labels, cfg) + out.aux_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch} ({type(model).__name__}); "
-                                         f"try a lower lr (now {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(loss, model, opt, sched, cfg.grad_clip,
+                                         where=f"epoch {epoch} ({type(model).__name__}); try a lower lr (now {cfg.lr})"))
+            for k, v in out.extras.items():  # scalar internals (MI proxy, discriminator accuracy, ER loss, ...)
+                if torch.is_tensor(v) and v.dim() == 0:
+                    scalars.setdefault(k, []).append(float(v.detach()))
         t_train += time.perf_counter() - t0
         val = evaluate(model, ds, "valid", cfg)
         if cfg.select_key not in val:
             raise KeyError(f"select_key {cfg.select_key!r} is not a validation metric; available: {sorted(val)}")
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
+               **{f"train_{k}": float(np.mean(v)) for k, v in scalars.items()},
                "val_select": val[cfg.select_key]}
         if cfg.track_test:
             test = evaluate(model, ds, "test", cfg)

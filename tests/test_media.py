@@ -526,3 +526,82 @@ def test_cli_predict(toy_checkpoint, predict_video, capsys):
     assert cli.main(argv[:-1] + [str(toy_checkpoint["bad"])]) == 2
     err = capsys.readouterr().err
     assert "msa-book predict: error: feature config mismatch" in err and "audio.sample_rate" in err
+
+
+# --------------------------------------------------------------------------------- training -> checkpoint
+def test_train_and_save_checkpoint(tmp_path, tiny_ds, monkeypatch):
+    """Training saves a checkpoint: weights + JSON (model, dims, hparams, feature config, metrics); reruns reuse it."""
+    from msa_lib import training
+    from msa_lib.checkpoint import load_checkpoint, train_and_save
+
+    fc = {"text": {"extractor": "toy", "dim": 12}, "audio": {"extractor": "toy", "dim": 5},
+          "vision": {"extractor": "toy", "dim": 7}}
+    hp, train = {"hidden": 16, "proj": 8}, {"epochs": 2, "batch_size": 16, "patience": None}
+    model, meta = train_and_save(tiny_ds, "early_fusion", tmp_path / "ck", feature_config=fc, hparams=hp, train=train,
+                                 seed=3, extra={"note": "unit test"})
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["checkpoint.json", "weights.pt"]
+    assert meta["model_name"] == "early_fusion" and meta["dims"] == {"text": 12, "audio": 5, "vision": 7}
+    assert meta["hparams"] == hp and meta["feature_config"] == fc
+    ex = meta["extra"]
+    assert ex["dataset"] == "tiny" and ex["seed"] == 3 and ex["epochs_run"] == 2 and ex["note"] == "unit test"
+    assert ex["train"]["epochs"] == 2 and "MAE" in ex["test_metrics"] and len(ex["param_hash"]) == 12
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    b = _tiny_batch(meta["dims"])
+    with torch.no_grad():
+        assert torch.equal(model(b).pred, loaded(b).pred)
+    # the same seed trains the same model as experiments.run_one
+    from msa_lib.experiments import run_one
+    rec = run_one(tiny_ds, "ef", {"model": "early_fusion", "hparams": hp}, 3, train=train)
+    assert rec.test_metrics["MAE"] == ex["test_metrics"]["MAE"]
+
+    def boom(*a, **k):
+        raise AssertionError("trained although the checkpoint exists")
+    monkeypatch.setattr(training, "fit", boom)
+    again, meta2 = train_and_save(tiny_ds, "early_fusion", tmp_path / "ck", feature_config=fc, hparams=hp, train=train,
+                                  seed=3, extra={"note": "unit test"})
+    assert meta2 == meta
+    with pytest.raises(AssertionError, match="trained although"):  # another seed is another run
+        train_and_save(tiny_ds, "early_fusion", tmp_path / "ck", feature_config=fc, hparams=hp, train=train, seed=4)
+    with pytest.raises(ValueError, match=r"no entry for \['vision'\]"):
+        train_and_save(tiny_ds, "early_fusion", tmp_path / "x", feature_config={k: fc[k] for k in ("text", "audio")},
+                       hparams=hp, train=train)
+    with pytest.raises(ValueError, match=r"feature_config\['audio'\]\['dim'\] = 70 but tiny's audio features are 5-d"):
+        train_and_save(tiny_ds, "early_fusion", tmp_path / "x", feature_config={**fc, "audio": {"dim": 70}},
+                       hparams=hp, train=train)
+
+
+def test_train_and_save_text_model_predicts_a_clip(tmp_path):
+    """A text model trained on MiniLM features (made here like mosi-text makes them) → checkpoint → predict_clip:
+    the score equals the model's output on the transcript's features, and a wrong max_len is refused."""
+    from msa_lib.checkpoint import train_and_save
+    from msa_lib.data.schema import MSADataset, Split
+    from msa_lib.features.text import encoder_identity
+    from msa_lib.predict import _text_encoder, feature_config, predict_clip
+
+    enc = _text_encoder()
+    texts = ["what a great film", "i loved it", "truly wonderful", "this was awful", "i hated it", "so boring",
+             "pretty good overall", "not good at all"]
+    y = np.array([2.4, 2.0, 2.6, -2.2, -2.0, -1.6, 1.2, -1.4], dtype=np.float32)
+    tok, mask, _ = enc.encode(texts, max_len=12)
+
+    def split(rows):
+        return Split(text=tok[rows], audio=None, vision=None, labels=y[rows], ids=np.array([f"r{i}" for i in rows]),
+                     text_lengths=mask[rows].sum(1).astype(np.int64), raw_text=np.array(texts)[rows])
+    prov = {"kind": "real", "source": "tests", "text_encoder": {"max_len": 12, "encoder_identity": enc.identity}}
+    ds = MSADataset("toy-text", split([0, 1, 3, 4, 6, 7]), split([2, 5]), split([2, 5]), provenance=prov)
+    fc = feature_config(text="minilm", audio=None, text_max_len=12)
+    assert fc["text"]["encoder_md5"] == encoder_identity()
+    model, meta = train_and_save(ds, "text_mlp", tmp_path / "txt", feature_config=fc, hparams={"hidden": 16},
+                                 train={"epochs": 3, "batch_size": 4}, seed=0)
+    assert meta["modalities"] == ["text"] and meta["feature_config"]["text"]["max_len"] == 12
+    clip = MOSI_CLIP if MOSI_CLIP.is_file() else tmp_path / "not_needed.mp4"  # text-only: the video is not read
+    res = predict_clip(clip, MOSI_TRANSCRIPT, tmp_path / "txt")
+    t, m, _ = enc.encode([MOSI_TRANSCRIPT], max_len=12)
+    batch = Batch(text=torch.from_numpy(t), text_mask=torch.from_numpy(m), audio=None, audio_mask=None, vision=None,
+                  vision_mask=None, labels=None)
+    with torch.no_grad():
+        assert res["score"] == pytest.approx(float(model(batch).pred[0]), abs=1e-5)
+    assert res["provenance"]["text"]["max_len"] == 12 and res["provenance"]["clip"] is None
+    with pytest.raises(ValueError, match=r"made with max_len = 12 but feature_config\['text'\]\['max_len'\] = 50"):
+        train_and_save(ds, "text_mlp", tmp_path / "bad", feature_config=feature_config(text="minilm", audio=None),
+                       hparams={"hidden": 16}, train={"epochs": 1})

@@ -188,3 +188,12 @@ def test_model_cost_counts_parameters_and_flops_without_memory(emo_ds):
     # a paper-sized model (about 250 M parameters) is counted on the meta device, with no memory
     big = model_cost("mmolre", {"text": 768, "audio": 768}, d=768, rank=128, n_experts=15, full_rank=True)
     assert big["n_params"] > 2e8
+
+
+def test_fit_records_the_models_scalar_internals_per_epoch(emo_ds):
+    """training.fit keeps the epoch mean of every scalar in ModelOutput.extras (here MMoLRE's ER loss)."""
+    from msa_lib.training import TrainConfig, fit
+    torch.manual_seed(0)
+    res = fit(build("mmolre", emo_ds.dims, **SMALL), emo_ds, TrainConfig(epochs=3, batch_size=32, lr=3e-3, progress=False))
+    er = [h["train_er_loss"] for h in res.history]
+    assert len(er) == 3 and all(0 < v < 2 for v in er) and er[-1] < er[0]

@@ -150,6 +150,53 @@ def test_mmolre_chapter_contract(smoke_book):
 
 
 @pytest.mark.notebook
+def test_midg_chapter_contract(smoke_book):
+    """The MIDG chapter: every table, >= 2 source->target pairs and a leave-one-out task in T-DG, >= 5 claim ids."""
+    _, out, _ = smoke_book
+    res = load_results(out / "04_midg" / "results.json")
+    assert {"T-DG", "T-standard", "T-ablation", "T-modality", "T-shift"} <= set(res["tables"])
+    tasks = res["provenance"]["dg_tasks"]
+    dg = res["tables"]["T-DG"]
+    assert {r["dataset"] for r in dg} == set(tasks)
+    assert sum(t["protocol"] == "single-source" and len(t["sources"]) == 1 for t in tasks.values()) >= 2
+    assert any(t["protocol"] == "leave-one-out" and len(t["sources"]) >= 2 for t in tasks.values())
+    assert {"MIDG", "ERM", "MoIE only", "CM-Adapter only"} <= {r["method"] for r in dg}
+    for name, t in tasks.items():  # scored on the target's scale and metric family
+        metrics = {r["metric"] for r in dg if r["dataset"] == name}
+        assert "MAE" in metrics and ("Mult_acc_2" if "sims" in t["target"] else "Has0_acc_2") in metrics, name
+    assert all(r["reported"] is None for t in res["tables"].values() for r in t)  # paper numbers are context only
+    assert res["provenance"]["paper_reported_context"]["rows"]
+    ablations = {r["method"] for r in res["tables"]["T-ablation"]}
+    assert {"MIDG", "ERM", "without decoupling", "without MoIE, dense FFN", "without GRL and discriminator",
+            "MoIE only", "CM-Adapter only", "without gate"} <= ablations
+    assert {"T", "A", "V", "T+A", "T+V", "A+V"} <= {r["method"] for r in res["tables"]["T-modality"]}
+    assert len({r["dataset"] for r in res["tables"]["T-shift"]}) >= 2
+    assert len({c["id"] for c in res["claims"]} & {"C1", "C2", "C3", "C4", "C5", "C6"}) >= 5
+    assert "MIDG" in res["cost"] and res["cost"]["MIDG"]["n_params"] > 0
+
+
+@pytest.mark.notebook
+def test_real_media_chapter_contract(smoke_book):
+    """The real-media chapter: the MMSA-FET feature check (221 x 70, median r >= 0.95), frozen and fine-tuned
+    MiniLM on real MOSI text, and a prediction for the real MOSI clip."""
+    _, out, _ = smoke_book
+    res = load_results(out / "06_real_media" / "results.json")
+    fc = res["provenance"]["feature_check"]
+    assert fc["shape_ours"] == fc["shape_reference"] == [221, 70] and fc["same_shape_221x70"]
+    check = {(r["method"], r["metric"]): r["mean"] for r in res["tables"]["T-feature-check"]}
+    assert check[("ours, kaiser_best resampler (default)", "median_r")] >= 0.95 and fc["median_r"] >= 0.95
+    assert set(fc["dims_below_threshold"]) == {d for d, r in fc["per_dim_r"].items() if r < fc["r_threshold"]}
+    text = res["tables"]["T-mosi-text"]
+    assert {r["dataset"] for r in text} == {"mosi-text"}
+    assert {"MiniLM frozen + MLP", "MiniLM fine-tuned end to end"} <= {r["method"] for r in text}
+    assert {"Has0_acc_2", "Non0_acc_2", "Mult_acc_7", "MAE", "Corr"} <= {r["metric"] for r in text}
+    assert {c["id"] for c in res["claims"]} >= {"C1", "C2"}
+    pred = res["provenance"]["prediction"]
+    assert pred["clip"] == "mosi_clip_label_2.6.mp4" and pred["true_label"] == 2.6
+    assert isinstance(pred["score"], float) and -10 < pred["score"] < 10 and pred["seconds"] > 0
+
+
+@pytest.mark.notebook
 def test_i2moe_chapter_on_an_mmsa_pickle_without_real_text(tmp_path):
     """Researchers' path: their MMSA pickle as a dataset; no real MOSI text (mosi-semi falls back, labelled)."""
     from msa_lib.data.mmsa import write_mmsa_like
@@ -198,7 +245,7 @@ def test_book_builds_from_smoke_outputs(smoke_book):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     html = root / "_build" / "html"
     assert (html / "index.html").exists()
-    for name in ("00_data_and_protocol", "01_i2moe", "02_text", "03_mmolre"):
+    for name in ("00_data_and_protocol", "01_i2moe", "02_text", "03_mmolre", "04_midg", "06_real_media"):
         chapter = (html / "book" / "generated" / f"{name}.html").read_text()
         assert "Claims and verdicts" in chapter and "<table" in chapter and "<img" in chapter, name
 

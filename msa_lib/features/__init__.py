@@ -1,4 +1,5 @@
-"""Text and audio feature extractors and explanation providers (``text``, ``audio``, ``explanations``).
+"""Feature extractors: ``text``, ``audio``, ``media`` (PyAV decoding), ``vision`` (OpenFace CSV, OpenCV faces)
+and explanation providers (``explanations``).
 
 Submodules are imported lazily so that ``import msa_lib.features`` does not pull in torch /
 transformers / librosa until a name is used.
@@ -15,6 +16,9 @@ _EXPORTS = {
     "frames_to_batch": "audio", "load_audio": "audio", "ffmpeg_available": "audio",
     "AudioDecodeError": "audio", "MMSAFET_LIBROSA_CONFIG": "audio", "MMSAFET_GROUPS": "audio",
     "mmsafet_group_slices": "audio", "group_correlations": "audio", "AUDIO_FEATURE_NAMES": "audio",
+    "MediaDecodeError": "media", "probe": "media", "decode_audio": "media", "decode_frames": "media",
+    "read_openface_csv": "vision", "openface_columns": "vision", "opencv_face_features": "vision",
+    "OPENFACE_COLUMNS": "vision", "OPENCV_FACE_NAMES": "vision",
     "ExplanationProvider": "explanations", "get_provider": "explanations", "attach_explanations": "explanations",
 }
 
