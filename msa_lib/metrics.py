@@ -7,7 +7,7 @@ Small-looking choices change the reported numbers by whole points: whether a zer
 positive (Has0) or is dropped (Non0), numpy's round-half-to-even in the multi-class accuracies,
 clipping before binning but *not* before MAE on MOSI (and the opposite on SIMS), left-open bins on
 SIMS, and the argument order of ``f1_score``. Every such choice below follows
-``/work/shared/specs/METRICS.md`` to the letter; deviations are opt-in and named.
+``../shared/specs/METRICS.md`` to the letter; deviations are opt-in and named.
 
 Deliberate, documented departures from MMSA (none of which changes a value MMSA can produce):
 
