@@ -22,6 +22,14 @@ from msa_lib.reporting import load_results
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebook_paths()
 IDS = [p.stem for p in NOTEBOOKS]
+REAL_DATA_DIR = ROOT.parent / "shared" / "data"
+#: Chapters whose claims are about real data only: without ../shared/data they run, say so, and claim nothing.
+REAL_ONLY = {"06_real_media"}
+
+
+def real_data() -> bool:
+    from msa_lib.data.real import data_available
+    return data_available(str(REAL_DATA_DIR))
 
 
 def test_there_are_notebooks():
@@ -60,7 +68,7 @@ def smoke_book(tmp_path_factory):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("generated", "_build"))
     out = root / "book" / "generated"
-    timings = {nb.stem: run_notebook(nb, out, "smoke", data_root=str(ROOT.parent / "shared" / "data"))
+    timings = {nb.stem: run_notebook(nb, out, "smoke", data_root=str(REAL_DATA_DIR))
                for nb in NOTEBOOKS}
     return root, out, timings
 
@@ -82,7 +90,11 @@ def test_smoke_results_contract(smoke_book, nb):
                 assert 0.0 <= row["mean"] < 10.0
             if row["metric"] in unbounded - {"MAE"} and row["mean"] is not None:
                 assert row["mean"] >= 0.0, f"{tid}: {row}"
-    assert res["claims"] and all(c["verdict"] in ("supported", "not supported", "inconclusive") for c in res["claims"])
+    if nb.stem in REAL_ONLY and not real_data():
+        assert not res["claims"], "a real-data chapter made claims without the real data"
+    else:
+        assert res["claims"]
+    assert all(c["verdict"] in ("supported", "not supported", "inconclusive") for c in res["claims"])
     # One smoke seed can never support a claim: the verdict rule needs >= 3 seeds.
     assert all(c["verdict"] == "inconclusive" for c in res["claims"] if c.get("n_seeds", 0) < 3)
     assert timings[nb.stem] < 120, f"smoke run took {timings[nb.stem]:.0f} s"
@@ -94,9 +106,7 @@ def test_i2moe_chapter_contract(smoke_book):
     _, out, _ = smoke_book
     res = load_results(out / "01_i2moe" / "results.json")
     assert {"T-main", "T-ablation", "T-disagree", "T-cost", "T-recovery"} <= set(res["tables"])
-    from msa_lib.data.real import data_available
-    real = data_available(str(ROOT.parent / "shared" / "data"))
-    semi = "mosi-semi" if real else "synth-mosi (synthetic fallback for mosi-semi)"
+    semi = "mosi-semi" if real_data() else "synth-mosi (synthetic fallback for mosi-semi)"
     assert {"synth-mosi", semi} <= set(res["datasets"])
     main = res["tables"]["T-main"]
     assert {r["dataset"] for r in main} >= {"synth-mosi", semi}
@@ -181,6 +191,10 @@ def test_real_media_chapter_contract(smoke_book):
     MiniLM on real MOSI text, and a prediction for the real MOSI clip."""
     _, out, _ = smoke_book
     res = load_results(out / "06_real_media" / "results.json")
+    if not real_data():  # the chapter still runs: text on the labelled synthetic fallback, no clip sections
+        assert res["provenance"]["feature_check"] is None and res["provenance"]["prediction"] is None
+        assert all("synthetic fallback" in d for d in res["provenance"]["data"])
+        pytest.skip(f"the real-media checks need {REAL_DATA_DIR}")
     fc = res["provenance"]["feature_check"]
     assert fc["shape_ours"] == fc["shape_reference"] == [221, 70] and fc["same_shape_221x70"]
     check = {(r["method"], r["metric"]): r["mean"] for r in res["tables"]["T-feature-check"]}
