@@ -25,8 +25,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,6 +32,7 @@ import torch
 from torch import nn
 
 import msa_lib
+from msa_lib.io import atomic_write
 
 __all__ = ["CHECKPOINT_FORMAT", "WEIGHTS_FILE", "META_FILE", "save_checkpoint", "load_checkpoint",
            "read_checkpoint_meta", "check_feature_config", "train_and_save"]
@@ -49,17 +48,6 @@ def _md5(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_checked(obj: Any, what: str) -> Any:
@@ -106,7 +94,7 @@ def save_checkpoint(model: nn.Module, directory: str | Path, *, model_name: str,
                          f"differ at {diff[:8]}; pass the hparams the model was constructed with")
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
-    _atomic_write_bytes(weights, lambda fh: torch.save(state, fh))
+    atomic_write(weights, lambda fh: torch.save(state, fh))
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model_name": model_name,
@@ -124,7 +112,7 @@ def save_checkpoint(model: nn.Module, directory: str | Path, *, model_name: str,
         "extra": ex,
     }
     text = json.dumps(meta, indent=1, sort_keys=False)
-    _atomic_write_bytes(directory / META_FILE, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(directory / META_FILE, lambda fh: fh.write(text.encode("utf-8")))
     return directory
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -22,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import msa_lib
+from msa_lib.io import atomic_write
 from msa_lib.data.schema import MSADataset
 from msa_lib.metrics import HIGHER_IS_BETTER
 from msa_lib.models import build, count_parameters
@@ -104,17 +103,8 @@ class RunRecord:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON via a temp file + os.replace, so an interrupted build never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (`msa_lib.io.atomic_write`), so an interrupted build never leaves half a file."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=_json_default, allow_nan=True), binary=False)
 
 
 def _json_default(o: Any) -> Any:

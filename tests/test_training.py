@@ -180,3 +180,14 @@ def test_non_inferiority_margin():
     assert ni.diffs == pytest.approx([0.015, 0.01, 0.02]) and "margin 0.02 MAE" in ni.note
     with pytest.raises(ValueError, match="margin"):
         paired_effect(low, full, id="C", claim="", dataset="d", metric="MAE", margin=-1)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from msa_lib.io import atomic_write
+    p = atomic_write(tmp_path / "sub" / "f.bin", lambda fh: fh.write(b"old"))
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError, match="mid-write"):
+        atomic_write(p, boom)
+    assert p.read_bytes() == b"old" and [x.name for x in p.parent.iterdir()] == ["f.bin"]

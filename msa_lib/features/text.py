@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from msa_lib.io import atomic_write
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -223,16 +224,7 @@ def encode_cached(texts: Sequence[str], encoder_path: str | Path | None = None,
     if encoder is None:
         encoder = TextEncoder(path, progress=progress, normalize=normalize)
     tokens, mask, pooled = encoder.encode(texts, max_len=max_len, batch_size=batch_size, progress=progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp_", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, tokens=tokens, mask=mask, pooled=pooled,
-                     key=np.array(key_src), texts_md5=np.array(_texts_md5(texts)))
-        os.replace(tmp, cache_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(cache_path, lambda fh: np.savez_compressed(fh, tokens=tokens, mask=mask, pooled=pooled,
+                                                            key=np.array(key_src), texts_md5=np.array(_texts_md5(texts))))
     return {"tokens": tokens, "mask": mask, "pooled": pooled, "lengths": mask.sum(1).astype(np.int64),
             **info, "cache_hit": False, "seconds": time.perf_counter() - t0}
