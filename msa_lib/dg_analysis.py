@@ -59,13 +59,14 @@ def summarise_midg(embed_points: int = 300, device: str = "cpu") -> Callable[[An
     """
 
     def summarise(model: Any, ds: MSADataset) -> dict[str, Any]:
-        out = summarise_target(model, ds)
         dg = ds.provenance.get("dg")
         dom_name = {v: k for k, v in dg["domain_ids"].items()} if dg else {}
         ex: dict[str, list[np.ndarray]] = {}
         dom, lab = [], []
         for split in ("valid", "test"):
-            _, e = predict(model, ds, split, device=device, return_extras=True)
+            preds, e = predict(model, ds, split, device=device, return_extras=True)
+            if split == "test":  # one pass over the test split for the metrics and the figures
+                out = summarise_target(model, ds, test_preds=preds)
             sp = ds.split(split)
             for k, v in e.items():
                 ex.setdefault(k, []).append(v)

@@ -114,10 +114,14 @@ def target_metrics(preds: np.ndarray, ds: MSADataset, split: str = "test",
     return regression_metrics(to_native(preds, ds, split), truth, family or ds.metric_family)
 
 
-def summarise_target(model: Any, ds: MSADataset) -> dict[str, Any]:
-    """`experiments.run_one` callback: target-scale test metrics (and untrained projections, if any)."""
+def summarise_target(model: Any, ds: MSADataset, test_preds: np.ndarray | None = None) -> dict[str, Any]:
+    """`experiments.run_one` callback: target-scale test metrics (and untrained projections, if any).
+
+    ``test_preds``: the test predictions, when the caller already has them (no second pass).
+    """
     from msa_lib.training import predict
-    out: dict[str, Any] = {"target_test_metrics": target_metrics(predict(model, ds, "test"), ds, "test")}
+    preds = predict(model, ds, "test") if test_preds is None else test_preds
+    out: dict[str, Any] = {"target_test_metrics": target_metrics(preds, ds, "test")}
     dg = ds.provenance.get("dg")
     if dg is not None and hasattr(model, "untrained_projections"):
         out["untrained_projections"] = model.untrained_projections(list(dg["train_domains"]))

@@ -20,25 +20,33 @@ from msa_lib.training import predict
 __all__ = ["emotion_scores", "task_routing", "routing_divergence", "gradient_conflict", "summarise_mmolre"]
 
 
-def emotion_scores(model: nn.Module, ds: MSADataset, split: str = "test", device: str = "cpu") -> dict[str, float]:
+def _extras(model: nn.Module, ds: MSADataset, split: str, device: str,
+            extras: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    return extras if extras is not None else predict(model, ds, split, device=device, return_extras=True)[1]
+
+
+def emotion_scores(model: nn.Module, ds: MSADataset, split: str = "test", device: str = "cpu",
+                   extras: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Per-emotion weighted accuracy and F1 (`metrics.emotion_metrics`) of the ER head on ``split``.
 
     The head's sigmoid probabilities are thresholded at 0.5; an emotion is truly present when its
     intensity is > 0. Empty when the model has no ER head or the split has no emotion labels (MOSI).
+    ``extras``: the split's `training.predict` extras, when the caller already has them.
     """
     sp = ds.split(split)
     if sp.emotions is None:
         return {}
-    _, extras = predict(model, ds, split, device=device, return_extras=True)
+    extras = _extras(model, ds, split, device, extras)
     if "emotion_logits" not in extras:
         return {}
     probs = 1.0 / (1.0 + np.exp(-extras["emotion_logits"]))
     return emotion_metrics(probs, sp.emotions, preds_are_probs=True)
 
 
-def task_routing(model: nn.Module, ds: MSADataset, split: str = "test", device: str = "cpu") -> dict[str, list[float]]:
+def task_routing(model: nn.Module, ds: MSADataset, split: str = "test", device: str = "cpu",
+                 extras: dict[str, np.ndarray] | None = None) -> dict[str, list[float]]:
     """Mean router weight per expert for every ``router:<modality>/block<b>/<task>`` output on ``split``."""
-    _, extras = predict(model, ds, split, device=device, return_extras=True)
+    extras = _extras(model, ds, split, device, extras)
     return {k.removeprefix("router:"): [round(float(v), 6) for v in w.mean(0)]
             for k, w in extras.items() if k.startswith("router:")}
 
@@ -112,8 +120,9 @@ def summarise_mmolre(loss: str = "l1", conflict_batches: int = 8) -> Callable[[n
     """A `run_one` summarise callback: ER scores (test), per-task routing (test) and gradient conflict (train)."""
 
     def summarise(model: nn.Module, ds: MSADataset) -> dict[str, Any]:
-        routing = task_routing(model, ds, "test")
-        return {"er": emotion_scores(model, ds, "test"), "routing": routing,
+        _, extras = predict(model, ds, "test", return_extras=True)  # one pass for both summaries
+        routing = task_routing(model, ds, "test", extras=extras)
+        return {"er": emotion_scores(model, ds, "test", extras=extras), "routing": routing,
                 "routing_js": routing_divergence(routing),
                 "conflict": gradient_conflict(model, ds, "train", conflict_batches, loss=loss)}
 
