@@ -89,11 +89,8 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "FinetuneConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown fine-tuning options {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        from msa_lib.training import config_from_dict
+        return config_from_dict(cls, d, "fine-tuning")
 
     def protocol(self) -> dict[str, Any]:
         """The fields that change results (device and progress bar excluded), for the parameter hash."""
