@@ -24,8 +24,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def reads_other_chapters(nb: Path) -> bool:
+    """True for a chapter that gathers the others' results.json (notebook metadata
+    ``msa_book.reads_other_chapters``, e.g. the comparison's claims dashboard): it runs after them."""
+    return bool(json.loads(nb.read_text()).get("metadata", {}).get("msa_book", {}).get("reads_other_chapters"))
+
+
 def notebook_paths(only: list[str] | None = None, root: Path = ROOT) -> list[Path]:
-    nbs = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    """The chapters in run order: by number, except that chapters reading the others' results go last."""
+    nbs = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"), key=lambda p: (reads_other_chapters(p), p.name))
     if only:
         nbs = [p for p in nbs if any(p.stem.startswith(o) or p.stem == o for o in only)]
         if not nbs:

@@ -51,7 +51,8 @@ __all__ = ["rescale_labels", "to_native", "target_metrics", "summarise_target", 
            "cross_dataset", "single_source_pairs", "leave_one_out", "dg_hparams", "with_dg_hparams",
            "synth_domains", "shift_sweep", "PROJECTION_MODELS"]
 
-#: Models with per-dataset input projections (``source_dims``), i.e. that can consume padded features.
+#: Models with their own per-dataset input projections (``source_dims``); `msa_lib.models.build` wraps
+#: every other model in `SourceProjected`, the same front end, so any model can consume padded features.
 PROJECTION_MODELS = ("midg", "midg_erm")
 _DOMAIN_MODELS = ("midg",)  # models that take ``n_domains`` (the discriminator's classes)
 
@@ -318,10 +319,6 @@ def dg_hparams(ds: MSADataset, model: str = "midg") -> dict[str, Any]:
     are ≥ 2 training domains, else 1 → the im-vs-om labels)."""
     dg = ds.provenance.get("dg")
     source_dims = dg.get("source_dims") if dg is not None else None
-    if source_dims is not None and model not in PROJECTION_MODELS:
-        raise ValueError(f"{ds.name} has zero-padded per-dataset features; model {model!r} has no per-dataset "
-                         f"input projection and would mix them column-wise. Use one of {PROJECTION_MODELS}, or "
-                         "build the task with projection=None from datasets of equal widths")
     hp: dict[str, Any] = {}
     if source_dims is not None:
         hp["source_dims"] = {int(k): dict(v) for k, v in source_dims.items()}

@@ -81,8 +81,10 @@ def test_smoke_results_contract(smoke_book, nb):
     assert res["profile"] == "smoke"
     assert res["tables"], "no tables"
     unbounded = {"MAE", "loss", "ms_per_step", "train_time_ratio", "train_s_per_epoch", "infer_ms_per_sample",
-                 "parameters (M)", "GFLOPs / sample"}
+                 "parameters (M)", "GFLOPs / sample", "n_params", "flops_per_sample", "achieved_gflops", "pct_of_peak"}
     for tid, rows in res["tables"].items():
+        if tid == "T-claims":  # effects (differences), bounded by the claims' own checks below
+            continue
         for row in rows:
             if row["mean"] is not None and row["metric"] not in unbounded:
                 assert -1.0 <= row["mean"] <= 1.0 + 1e-9, f"{tid}: {row}"
@@ -291,3 +293,32 @@ def test_chapter_runs_on_an_mmsa_pickle(tmp_path):
     rows = [r for r in res["tables"]["T-baselines"] if r["dataset"] == "unaligned_50"]
     assert {r["method"] for r in rows} == {"Early fusion (EF)", "Late fusion (LF)"}
     assert res["provenance"]["data"]["unaligned_50"] == "real"
+
+
+@pytest.mark.notebook
+def test_comparison_chapter_contract(smoke_book):
+    """The cross-paper chapter: the four tables, every method of its roster on every leaderboard dataset and DG task,
+    and a T-claims row for every claim of every other chapter's results.json (it runs after them)."""
+    _, out, _ = smoke_book
+    res = load_results(out / "05_comparison" / "results.json")
+    assert {"T-leaderboard", "T-DG", "T-cost", "T-claims"} <= set(res["tables"])
+    params = res["provenance"]["parameters"]
+    lb = res["tables"]["T-leaderboard"]
+    for d in res["datasets"]:
+        if "->" in d:
+            continue
+        methods = {r["method"] for r in lb if r["dataset"] == d}
+        assert methods, d
+    paper = {"I2MoE", "TEXT", "MMoLRE", "MIDG"} & set(params["methods"] or ["I2MoE", "TEXT", "MMoLRE", "MIDG"])
+    assert paper <= {r["method"] for r in lb}
+    assert sum(r["best"] for r in lb if r["metric"] == "MAE") == len({r["dataset"] for r in lb})  # one best per set
+    dg = res["tables"]["T-DG"]
+    assert {r["dataset"] for r in dg} == {d for d in res["datasets"] if "->" in d}
+    assert {r["method"] for r in dg} >= paper | {"EF"}  # every method, not only MIDG, runs the DG protocol
+    cost = {(r["method"], r["metric"]): r["mean"] for r in res["tables"]["T-cost"]}
+    for m in paper:
+        assert cost[(m, "flops_per_sample")] > 0 and cost[(m, "achieved_gflops")] > 0
+    others = [nb for nb in NOTEBOOKS if nb.stem != "05_comparison"]
+    expected = sum(len(load_results(out / nb.stem / "results.json")["claims"]) for nb in others)
+    assert len(res["tables"]["T-claims"]) == expected > 0
+    assert res["provenance"]["claims_missing_chapters"] == []

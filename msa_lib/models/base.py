@@ -7,7 +7,8 @@ added to the task loss (zero for plain models), and ``extras`` carries interpret
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -41,10 +42,21 @@ def available() -> list[str]:
 
 
 def build(name: str, dims: dict[str, int], **hparams: Any) -> nn.Module:
-    """Instantiate registered model ``name`` for feature widths ``dims`` (e.g. ``ds.dims``)."""
+    """Instantiate registered model ``name`` for feature widths ``dims`` (e.g. ``ds.dims``).
+
+    With ``source_dims`` (zero-padded cross-dataset features, `msa_lib.domains.dg_hparams`) a model
+    without its own per-dataset front end is wrapped in `SourceProjected`, so every model can take
+    part in the domain-generalisation protocol.
+    """
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(available())}")
-    return _REGISTRY[name](dims=dict(dims), **hparams)
+    cls = _REGISTRY[name]
+    if hparams.get("source_dims") is not None and "source_dims" not in inspect.signature(cls).parameters:
+        return SourceProjected(cls, dict(dims), **hparams)
+    hparams.pop("source_width", None)  # only the wrapper reads it
+    if hparams.get("source_dims", 0) is None:
+        hparams.pop("source_dims")
+    return cls(dims=dict(dims), **hparams)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -81,3 +93,35 @@ class MSAModel(nn.Module):
     @staticmethod
     def zero(ref: torch.Tensor) -> torch.Tensor:
         return ref.new_zeros(())
+
+
+class SourceProjected(nn.Module):
+    """A registered model behind per-dataset input projections (`msa_lib.nn.sources.SourceProjection`).
+
+    Why: in cross-dataset DG the datasets' features are zero-padded to one width; feeding the padding
+    column-wise would mix unrelated features. Each modality is first mapped from its dataset's native
+    columns to ``min(source_width, widest native width)``, frame by frame, and the wrapped model is
+    built for those widths. MIDG has the same front end built in; this gives it to every baseline.
+    """
+
+    def __init__(self, cls: Callable[..., nn.Module], dims: dict[str, int], source_dims: dict,
+                 source_width: int = 64, projection: str = "width", **hparams: Any):
+        super().__init__()
+        from msa_lib.nn.sources import SourceProjection, normalise_source_dims
+        mods = tuple(hparams.get("modalities") or [m for m in MODALITIES if m in dims])
+        used = {m: dims[m] for m in mods if m in dims}
+        owner = getattr(cls, "registry_name", cls.__name__)
+        sd = normalise_source_dims(source_dims, used, owner)
+        width = {m: min(int(source_width), max(s[m] for s in sd.values())) for m in used}
+        self.sources = SourceProjection(used, width, sd, projection, owner)
+        self.model = cls(dims=width, **hparams)
+        self.registry_name = owner
+        self.modalities = tuple(used)
+
+    def untrained_projections(self, train_domains: list[int]) -> dict[str, list[int]]:
+        return self.sources.untrained(train_domains)
+
+    def forward(self, batch: Batch) -> "ModelOutput":
+        batch.require(*self.modalities)
+        return self.model(replace(batch, **{m: self.sources(m, getattr(batch, m), batch.domain)
+                                            for m in self.modalities}))
