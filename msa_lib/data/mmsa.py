@@ -47,7 +47,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .sanitise import sanitise_features, total_replaced
+from .sanitise import is_real_numeric, sanitise_features, total_replaced
 from .schema import SPLITS, DataError, MSADataset, Split
 
 __all__ = [
@@ -194,8 +194,8 @@ def _split_ids(d: dict, n: int, where: str, split: str) -> np.ndarray:
 
 def _labels_1d(v: np.ndarray, n: int, where: str, key: str) -> np.ndarray:
     v = np.asarray(v)
-    if not np.issubdtype(v.dtype, np.number):
-        raise DataError(f"{where}: field '{key}' must be numeric; found dtype {v.dtype}")
+    if not is_real_numeric(v.dtype):  # complex would lose its imaginary part in the float32 cast
+        raise DataError(f"{where}: field '{key}' must be numeric (integer or float); found dtype {v.dtype}")
     if v.ndim == 0 or v.shape[0] != n or v.size != n:
         raise DataError(f"{where}: field '{key}' has the wrong shape: expected ({n},) "
                         f"(or ({n}, 1) / ({n}, 1, 1)), found {v.shape}")
@@ -225,8 +225,8 @@ def _lengths(v: np.ndarray, n: int, seq_len: int, where: str, key: str, notes: d
 
 
 def _sanitise(x: np.ndarray, where: str, key: str, counts: dict) -> np.ndarray:
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{where}: field '{key}' must be numeric; found dtype {x.dtype}")
+    if not is_real_numeric(x.dtype):  # complex would lose its imaginary part in the float32 cast
+        raise DataError(f"{where}: field '{key}' must be numeric (integer or float); found dtype {x.dtype}")
     return sanitise_features(x, name=key, counts=counts)
 
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def is_real_numeric(dtype: np.dtype) -> bool:
+    """Integer or floating point: what can become float32 without silently losing information.
+
+    ``np.number`` alone is not enough: it includes complex, and casting complex to float32 drops the
+    imaginary part with only a numpy ``ComplexWarning``. Booleans are not features either.
+    """
+    return bool(np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
+
+
 def sanitise_features(x: np.ndarray, *, name: str = "features", counts: dict | None = None,
                       fill: float = 0.0) -> np.ndarray:
     """Return ``x`` as float32 with NaN / +inf / -inf replaced by ``fill``.
@@ -18,8 +27,8 @@ def sanitise_features(x: np.ndarray, *, name: str = "features", counts: dict | N
     so that callers can record exactly what was replaced.
     """
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number):
-        raise TypeError(f"{name}: expected a numeric array, found dtype {x.dtype}")
+    if not is_real_numeric(x.dtype):
+        raise TypeError(f"{name}: expected a real numeric (integer or float) array, found dtype {x.dtype}")
     x = x.astype(np.float32, copy=True)
     nan, pos, neg = np.isnan(x), np.isposinf(x), np.isneginf(x)
     c = {"nan": int(nan.sum()), "posinf": int(pos.sum()), "neginf": int(neg.sum())}
