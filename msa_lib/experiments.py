@@ -6,11 +6,14 @@ effect *paired by seed* with a bootstrap CI is what turns "our number is higher"
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+import warnings
+from dataclasses import MISSING, asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -117,24 +120,94 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+class CorruptRunWarning(UserWarning):
+    """A cached run record could not be trusted; it was moved aside and the run is recomputed.
+
+    A dedicated class so a notebook or test can count, escalate (``filterwarnings("error", ...)``)
+    or silence exactly these reports without touching other warnings.
+    """
+
+
+#: Fields a record must carry to be trusted (the RunRecord fields without a default).
+_REQUIRED_RECORD_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in RunRecord.__dataclass_fields__.values()
+    if f.default is MISSING and f.default_factory is MISSING)
+
+
 class RunCache:
-    """Finished runs as ``<out_dir>/runs/<dataset>/<variant>/seed<seed>-<hash>.json``."""
+    """Finished runs as ``<out_dir>/runs/<dataset>/<variant>/seed<seed>-<hash>.json``.
+
+    Why records are checked on read: the cache is only as good as the claim "this file is the run
+    these parameters produce". Writes are atomic (`atomic_write_json`), so a killed build never
+    leaves half a record, but a file can still be damaged later (disk trouble, a hand edit, a bad
+    copy or merge). `get` therefore refuses any record that does not parse, lacks a required field
+    or names another run than the path it sits at, *reports* it (`CorruptRunWarning`), moves it to
+    ``<name>.corrupt`` so nothing is silently destroyed, counts it in ``n_corrupt`` and returns
+    None, so the run is recomputed and `put` writes a fresh record.
+    """
 
     def __init__(self, out_dir: str | Path):
         self.root = Path(out_dir) / "runs"
+        self.n_corrupt = 0  # corrupt records found (and moved aside) by this instance
+        self.corrupt_paths: list[Path] = []  # where they were moved to, for a human to inspect
 
     def path(self, dataset: str, variant: str, seed: int, phash: str) -> Path:
         safe = lambda s: "".join(c if c.isalnum() or c in "-_.+" else "_" for c in s)  # noqa: E731
         return self.root / safe(dataset) / safe(variant) / f"seed{seed}-{phash}.json"
 
     def get(self, dataset: str, variant: str, seed: int, phash: str) -> RunRecord | None:
+        """The cached record, or None when there is none or it is corrupt (then reported, moved aside)."""
         p = self.path(dataset, variant, seed, phash)
         if not p.exists():
             return None
         try:
-            return RunRecord.from_json(json.loads(p.read_text()))
-        except (json.JSONDecodeError, TypeError):
-            return None  # a corrupt record is recomputed, never trusted
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return self._reject(p, f"not valid JSON ({type(e).__name__}: {e})")
+        reason = self._problem(d, dataset, variant, seed, phash)
+        if reason is not None:
+            return self._reject(p, reason)
+        try:
+            return RunRecord.from_json(d)
+        except TypeError as e:
+            return self._reject(p, f"not a run record ({e})")
+
+    @staticmethod
+    def _problem(d: Any, dataset: str, variant: str, seed: int, phash: str) -> str | None:
+        """Why ``d`` cannot be the record of (dataset, variant, seed, phash), or None if it can."""
+        if not isinstance(d, dict):
+            return f"expected a JSON object, found {type(d).__name__}"
+        missing = [k for k in _REQUIRED_RECORD_FIELDS if k not in d]
+        if missing:
+            return f"missing required field(s) {missing}"
+        for k in ("params", "val_metrics", "test_metrics"):
+            if not isinstance(d[k], dict):
+                return f"field {k!r} must be an object, found {type(d[k]).__name__}"
+        # The path encodes the run's identity; a record claiming another one was copied or edited.
+        expected = {"param_hash": phash, "dataset": dataset, "variant": variant, "seed": int(seed)}
+        wrong = [f"{k}={d[k]!r} (path says {v!r})" for k, v in expected.items()
+                 if d[k] != v or isinstance(d[k], bool)]
+        if wrong:
+            return "record does not match its path: " + ", ".join(wrong)
+        return None
+
+    def _reject(self, p: Path, reason: str) -> None:
+        """Report the corrupt record ``p``, move it to ``<name>.corrupt`` and count it."""
+        self.n_corrupt += 1
+        dest = p.with_name(p.name + ".corrupt")
+        k = 1
+        while dest.exists():  # never overwrite an earlier corrupt copy
+            k += 1
+            dest = p.with_name(f"{p.name}.{k}.corrupt")
+        try:
+            p.replace(dest)
+            self.corrupt_paths.append(dest)
+            where = f"moved to {dest.name}"
+        except OSError as e:  # e.g. read-only cache or another process moved it first
+            where = f"could not be moved aside ({type(e).__name__}: {e})"
+        warnings.warn(f"corrupt run record {p}: {reason}; {where}; the run will be recomputed",
+                      CorruptRunWarning, stacklevel=3)
+        return None
 
     def put(self, rec: RunRecord) -> Path:
         p = self.path(rec.dataset, rec.variant, rec.seed, rec.param_hash)
@@ -212,28 +285,42 @@ def measure_step_time(model_name: str, ds: MSADataset, batch: int = 32, steps: i
 
 
 def model_cost(model_name: str, dims: dict[str, int], seq_len: int = 50, device: str = "meta",
-               **hparams: Any) -> dict[str, int]:
+               extra_inputs: dict[str, tuple[int, ...]] | None = None, **hparams: Any) -> dict[str, Any]:
     """Parameters and forward FLOPs per sample of a registered model, without training it.
 
     Why ``device="meta"``: paper-sized variants (MMoLRE with 20 full-rank 768-d experts has ~280 M
     parameters) are built as shapes only, so their cost is counted in milliseconds and no memory.
+    Models with data-dependent ops (top-k routing through ``nonzero``) cannot run on meta tensors;
+    they are counted on the CPU instead, and ``device`` in the result says where.
     FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2) on a
     one-sample batch with every stream ``seq_len`` frames long; element-wise ops are not counted.
+    ``extra_inputs`` gives per-sample shapes of further `Batch` fields a model needs, e.g. TEXT's
+    explanation tokens ``{"audio_clue": (24, 384), "vision_clue": (24, 384)}``.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from msa_lib.data.schema import Batch
-    with torch.device(device):
-        model = build(model_name, dims, **hparams).eval()
-        feats = {m: torch.zeros(1, seq_len, d) for m, d in dims.items()}
-    # no masks: every frame is valid, and data-dependent mask checks cannot run on meta tensors
-    names = ("text", "audio", "vision")
-    batch = Batch(**{m: feats.get(m) for m in names}, **{f"{m}_mask": None for m in names}, labels=None)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(batch)
-    return {"n_params": count_parameters(model), "flops": int(counter.get_total_flops())}
+
+    def count(dev: str) -> dict[str, Any]:
+        with torch.device(dev):
+            model = build(model_name, dims, **hparams).eval()
+            feats = {m: torch.zeros(1, seq_len, d) for m, d in dims.items()}
+            extra = {k: torch.zeros(1, *shape) for k, shape in (extra_inputs or {}).items()}
+        # no masks: every frame is valid, and data-dependent mask checks cannot run on meta tensors
+        names = ("text", "audio", "vision")
+        batch = Batch(**{m: feats.get(m) for m in names}, **{f"{m}_mask": None for m in names}, labels=None, **extra)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(batch)
+        return {"n_params": count_parameters(model), "flops": int(counter.get_total_flops()), "device": dev}
+
+    try:
+        return count(device)
+    except NotImplementedError:
+        if device != "meta":
+            raise
+        return count("cpu")
 
 
 def accuracy_by_group(hit: np.ndarray, groups: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, float]:
@@ -265,6 +352,22 @@ def summarise_by_interaction(model, ds: MSADataset) -> dict[str, Any]:
     return {"acc_by_interaction": polarity_by_group(model, ds, "test", "interaction", INTERACTION_TYPES)}
 
 
+def run_params(ds: MSADataset, variant: Variant | dict | str, seed: int, train: dict[str, Any] | None = None,
+               device: str = "cpu", summarise: Callable | None = None,
+               progress: bool = False) -> tuple[Variant, TrainConfig, dict[str, Any], str]:
+    """A run's variant, training config, result-defining parameters and their hash (its cache key).
+
+    Split from `run_one` so that `run_grid` can tell cache hits from misses without training.
+    """
+    v = Variant.coerce(variant)
+    cfg = TrainConfig.from_dict({**(train or {}), **v.train, "device": device, "progress": progress})
+    params = {"model": v.model, "hparams": v.hparams, "train": config_dict(cfg), "data": dataset_fingerprint(ds),
+              "seed": seed, "version": msa_lib.__version__, "code": code_fingerprint(),
+              # a record without the summary a caller now wants must not be reused
+              "summarise": getattr(summarise, "__qualname__", None)}
+    return v, cfg, params, param_hash(params)
+
+
 def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, seed: int,
             train: dict[str, Any] | None = None, cache: RunCache | None = None, device: str = "cpu",
             summarise: Callable[[Any, MSADataset], dict[str, Any]] | None = None,
@@ -274,13 +377,7 @@ def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, se
     ``summarise(model, ds)`` may return small JSON-able extras (e.g. mean expert weights per
     interaction type) that are stored in the record so cached reruns can still draw figures.
     """
-    v = Variant.coerce(variant)
-    cfg = TrainConfig.from_dict({**(train or {}), **v.train, "device": device, "progress": progress})
-    params = {"model": v.model, "hparams": v.hparams, "train": config_dict(cfg), "data": dataset_fingerprint(ds),
-              "seed": seed, "version": msa_lib.__version__, "code": code_fingerprint(),
-              # a record without the summary a caller now wants must not be reused
-              "summarise": getattr(summarise, "__qualname__", None)}
-    phash = param_hash(params)
+    v, cfg, params, phash = run_params(ds, variant, seed, train, device, summarise, progress)
     if cache is not None:
         hit = cache.get(ds.name, variant_name, seed, phash)
         if hit is not None:
@@ -302,20 +399,164 @@ def run_one(ds: MSADataset, variant_name: str, variant: Variant | dict | str, se
     return rec
 
 
+#: How long `run_grid` waits for a Dask scheduler before it gives up with a `ConnectionError`.
+DASK_CONNECT_TIMEOUT = "10s"
+
+
 def run_grid(datasets: dict[str, MSADataset] | Iterable[MSADataset], variants: dict[str, Variant | dict | str],
              seeds: Iterable[int], out_dir: str | Path | None = None, train: dict[str, Any] | None = None,
-             device: str = "cpu", summarise: Callable | None = None, progress: bool = True) -> list[RunRecord]:
-    """Run every dataset × variant × seed (cached under ``out_dir``) with one progress bar."""
+             device: str = "cpu", summarise: Callable | None = None, progress: bool = True,
+             scheduler: Any = None) -> list[RunRecord]:
+    """Run every dataset × variant × seed (cached under ``out_dir``) with one progress bar.
+
+    The grid is embarrassingly parallel, so ``scheduler`` can run it on Dask ``distributed``: a
+    scheduler address (``"tcp://host:8786"``), ``"local"`` / ``"local:N"`` for a `LocalCluster` of
+    N single-threaded worker processes (started on first use, reused by later calls, closed when
+    the process exits), or a `distributed.Client`. None or ``""`` trains here, one run after the
+    other. The records are identical either way, in the same order (`_run_grid_dask` says why).
+    """
     dss = list(datasets.values()) if isinstance(datasets, dict) else list(datasets)
     seeds = [int(s) for s in seeds]
     cache = RunCache(out_dir) if out_dir is not None else None
     jobs = [(ds, name, v, s) for ds in dss for name, v in variants.items() for s in seeds]
+    if scheduler is not None and not (isinstance(scheduler, str) and not scheduler.strip()):
+        return _run_grid_dask(jobs, scheduler, cache, train, device, summarise, progress)
     records = []
     bar = tqdm(jobs, desc="runs", disable=not progress)
     for ds, name, v, s in bar:
         bar.set_postfix_str(f"{ds.name}/{name}/seed {s}")
         records.append(run_one(ds, name, v, s, train=train, cache=cache, device=device, summarise=summarise))
     return records
+
+
+def _run_grid_dask(jobs: list[tuple[MSADataset, str, Any, int]], scheduler: Any, cache: RunCache | None,
+                   train: dict[str, Any] | None, device: str, summarise: Callable | None,
+                   progress: bool) -> list[RunRecord]:
+    """`run_grid` on a Dask cluster: this process reads and writes the cache, workers only train.
+
+    Why client-side caching: workers need not share this filesystem, and every record is written
+    the moment it arrives, so an interrupted distributed run resumes exactly like a serial one.
+    Only cache misses are submitted; each dataset is scattered once, not shipped with every task.
+    Identical results: each run is seeded by `run_one` as in the serial loop, and the worker uses
+    this process's torch thread count (`_train_on_worker`).
+    """
+    import torch
+    from distributed import as_completed
+
+    records: list[RunRecord | None] = [None] * len(jobs)
+    todo: dict[tuple[str, str, int, str], list[int]] = {}  # cache key -> job indices; each key trains once
+    params: dict[str, dict[str, Any]] = {}  # phash -> what it hashes, for the worker's check
+    for i, (ds, name, v, s) in enumerate(jobs):
+        _, _, params_i, phash = run_params(ds, v, s, train, device, summarise)
+        hit = cache.get(ds.name, name, s, phash) if cache is not None else None
+        if hit is not None:
+            records[i] = hit
+        else:
+            todo.setdefault((ds.name, name, s, phash), []).append(i)
+            params[phash] = params_i
+    bar = tqdm(total=len(jobs), initial=len(jobs) - sum(map(len, todo.values())), desc="runs", disable=not progress)
+    if not todo:
+        bar.close()
+        return records  # type: ignore[return-value]
+    client, close = _dask_client(scheduler)
+    futures: dict[Any, tuple[str, str, int, list[int]]] = {}
+    try:
+        threads = torch.get_num_threads()
+        shipped: dict[int, Any] = {}  # id(dataset) -> its future on the cluster
+        for (dname, name, s, phash), idx in todo.items():
+            ds, _, v, _ = jobs[idx[0]]
+            if id(ds) not in shipped:
+                shipped[id(ds)] = client.scatter([ds], broadcast=False, hash=False)[0]
+            fut = client.submit(_train_on_worker, shipped[id(ds)], name, v, s, train, device, summarise,
+                                params[phash], threads, key=f"msa-run-{phash}-{uuid.uuid4().hex[:8]}")
+            futures[fut] = (dname, name, s, idx)
+        for fut in as_completed(list(futures), loop=client.loop):  # our client need not be the default
+            dname, name, s, idx = futures[fut]
+            try:
+                rec = fut.result()
+            except Exception as e:
+                raise RuntimeError(f"run {dname}/{name}/seed {s} failed on the Dask cluster: "
+                                   f"{type(e).__name__}: {e}") from e
+            if cache is not None:
+                cache.put(rec)
+            for i in idx:
+                records[i] = rec
+            bar.update(len(idx))
+            bar.set_postfix_str(f"{dname}/{name}/seed {s}")
+    finally:
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+        bar.close()
+        if close is not None:
+            close()
+    return records  # type: ignore[return-value]
+
+
+#: ``"local:N"`` clusters by N, started on first use and kept until the process exits: a chapter calls
+#: `run_grid` several times, and each new cluster costs seconds (worker processes, importing torch).
+_LOCAL_CLUSTERS: dict[int | None, tuple[Any, Any]] = {}
+
+
+def _close_local_clusters() -> None:
+    while _LOCAL_CLUSTERS:
+        client, cluster = _LOCAL_CLUSTERS.popitem()[1]
+        client.close()
+        cluster.close()
+
+
+def _dask_client(scheduler: Any) -> tuple[Any, Callable[[], None] | None]:
+    """A `distributed.Client` for ``scheduler`` and how to close it after the grid (None: keep it open)."""
+    from distributed import Client, LocalCluster
+
+    if isinstance(scheduler, Client):
+        return scheduler, None
+    if not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be an address, 'local[:N]' or a distributed.Client; "
+                        f"got {type(scheduler).__name__}")
+    if scheduler == "local" or scheduler.startswith("local:"):
+        n = scheduler.partition(":")[2]
+        if n and (not n.isdigit() or int(n) < 1):
+            raise ValueError(f"scheduler {scheduler!r}: expected 'local' or 'local:N' with N >= 1 workers")
+        n_workers = int(n) if n else None
+        client, _ = _LOCAL_CLUSTERS.get(n_workers, (None, None))
+        if client is None or client.status != "running":
+            if not _LOCAL_CLUSTERS:
+                atexit.register(_close_local_clusters)
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+            client = Client(cluster, set_as_default=False)
+            _LOCAL_CLUSTERS[n_workers] = (client, cluster)
+        return client, None
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler!r} within {DASK_CONNECT_TIMEOUT} "
+                              f"(is `dask scheduler` running there?): {e}") from e
+    return client, client.close
+
+
+def _train_on_worker(ds: MSADataset, variant_name: str, variant: Variant | dict | str, seed: int,
+                     train: dict[str, Any] | None, device: str, summarise: Callable | None,
+                     client_params: dict[str, Any], threads: int) -> RunRecord:
+    """One `run_one` on a Dask worker, with the client's torch thread count and run parameters.
+
+    Why the thread count: Dask's nanny starts workers with ``OMP_NUM_THREADS=1``, and torch splits
+    large reductions over its intra-op threads, so float summation order (hence the last bits of
+    every loss and metric) depends on that count; `set_seed`'s deterministic algorithms do not fix
+    it. Why the hash check: a worker with other msa_lib code would train something the client's
+    cache key does not describe (this includes library files edited after the client hashed them).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    here = run_params(ds, variant, seed, train, device, summarise)[2]
+    if here != client_params:
+        diff = {k: (client_params.get(k), here.get(k)) for k in {*here, *client_params}
+                if here.get(k) != client_params.get(k)}
+        raise RuntimeError(f"this worker's run parameters differ from the client's, as (client, worker): {diff}; "
+                           f"'code' differs when the worker runs other msa_lib sources: give every worker the "
+                           f"client's checkout, and restart the client after editing the library")
+    return run_one(ds, variant_name, variant, seed, train=train, device=device, summarise=summarise)
 
 
 def records_frame(records: Iterable[RunRecord], split: str = "test") -> pd.DataFrame:
