@@ -80,34 +80,14 @@ from torch import nn
 from msa_lib.data.schema import Batch, DataError
 from msa_lib.models.base import ModelOutput, MSAModel, register
 from msa_lib.nn import MLP, CrossAttentionBlock, SparseMoEFFN, SummaryEncoder, dann_lambda, grad_reverse, masked_mean
+from msa_lib.nn.sources import PROJECTIONS, SourceProjection
 
 DOMAIN_LABELS = ("auto", "source", "im_vs_om")
-PROJECTIONS = ("width", "dataset")
 LOGVAR_BOUND = 6.0
 
 
 # ----------------------------------------------------------------------------------------------
 # Front end: per-dataset input projection to a shared width, then a per-modality summary
-def _normalise_source_dims(source_dims: dict | None, dims: dict[str, int],
-                           owner: str) -> dict[int, dict[str, int]] | None:
-    """``{domain id: {modality: native width}}`` with int keys (YAML/JSON may give str keys)."""
-    if source_dims is None:
-        return None
-    out: dict[int, dict[str, int]] = {}
-    for dom, sd in dict(source_dims).items():
-        sd = {str(m): int(d) for m, d in dict(sd).items()}
-        for m, d_pad in dims.items():
-            if m not in sd:
-                raise ValueError(f"{owner}: source_dims[{dom}] has no width for modality {m!r} (has {sorted(sd)})")
-            if not 1 <= sd[m] <= d_pad:
-                raise ValueError(f"{owner}: source_dims[{dom}][{m!r}] = {sd[m]} must lie in [1, {d_pad}] "
-                                 f"(the padded width of the dataset)")
-        out[int(dom)] = {m: sd[m] for m in dims}
-    if not out:
-        raise ValueError(f"{owner}: source_dims is empty")
-    return out
-
-
 class SharedWidthEncoders(nn.Module):
     """Input projection to ``width`` (per modality, or per dataset with ``source_dims``), then a
     `SummaryEncoder` per modality → one (B, hidden) vector per modality.
@@ -126,35 +106,14 @@ class SharedWidthEncoders(nn.Module):
         if projection not in PROJECTIONS:
             raise ValueError(f"projection={projection!r}; expected one of {PROJECTIONS}")
         self.dims, self.width, self.kind, self.owner = dict(dims), width, encoder, owner
-        self.source_dims = _normalise_source_dims(source_dims, self.dims, owner)
-        self.route: dict[str, dict[int, str]] | None = None
-        self.proj_width: dict[str, int] = {}
-        if self.source_dims is None:
+        self.sources = None if source_dims is None else SourceProjection(self.dims, width, source_dims, projection, owner)
+        if self.sources is None:
             self.proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in self.dims.items()})
-        else:
-            self.route, layers = {}, {}
-            for m in self.dims:
-                self.route[m] = {}
-                for dom, sd in sorted(self.source_dims.items()):
-                    key = f"{m}:w{sd[m]}" if projection == "width" else f"{m}:d{dom}"
-                    self.route[m][dom] = key
-                    if key not in layers:
-                        layers[key] = nn.Linear(sd[m], width)
-                        self.proj_width[key] = sd[m]
-            self.proj = nn.ModuleDict(layers)
         self.summary = nn.ModuleDict({m: SummaryEncoder(width, hidden, encoder) for m in self.dims})
 
     def untrained_projections(self, train_domains: list[int]) -> dict[str, list[int]]:
         """Per modality, the domain ids whose projection no training domain shares (random init)."""
-        if self.route is None:
-            return {}
-        out = {}
-        for m, r in self.route.items():
-            trained = {r[d] for d in train_domains if d in r}
-            bad = [d for d, key in r.items() if key not in trained]
-            if bad:
-                out[m] = bad
-        return out
+        return {} if self.sources is None else self.sources.untrained(train_domains)
 
     def check_widths(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
         bad = [(m, self.dims[m], int(x.shape[-1])) for m, (x, _) in inputs.items() if x.shape[-1] != self.dims[m]]
@@ -166,20 +125,7 @@ class SharedWidthEncoders(nn.Module):
                 "and build the model with msa_lib.domains.dg_hparams(ds) (source_dims).")
 
     def project(self, m: str, x: torch.Tensor, domain: torch.Tensor | None) -> torch.Tensor:
-        if self.route is None:
-            return self.proj[m](x)
-        if domain is None:
-            raise DataError(f"{self.owner}: per-dataset projections (source_dims) need batch.domain (the dataset id "
-                            f"of each sample); this batch has none")
-        out = x.new_zeros(*x.shape[:-1], self.width)
-        for dom in domain.unique().tolist():
-            key = self.route[m].get(int(dom))
-            if key is None:
-                raise DataError(f"{self.owner}: domain id {dom} has no input projection for modality {m!r}; "
-                                f"source_dims covers ids {sorted(self.route[m])}")
-            idx = (domain == dom).nonzero(as_tuple=True)[0]
-            out = out.index_copy(0, idx, self.proj[key](x[idx, ..., : self.proj_width[key]]))
-        return out
+        return self.proj[m](x) if self.sources is None else self.sources(m, x, domain)
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
                 domain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
