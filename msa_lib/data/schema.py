@@ -269,18 +269,29 @@ def _t(x: np.ndarray | None, idx: np.ndarray, dtype: torch.dtype = torch.float32
     return None if x is None else torch.as_tensor(np.ascontiguousarray(x[idx])).to(dtype)
 
 
+def _batch_mask(sp: Split, modality: str, idx: np.ndarray) -> torch.Tensor | None:
+    """``Split.mask(modality)[idx]`` built for the batch's rows only (not the whole split per batch)."""
+    x = getattr(sp, modality)
+    if x is None:
+        return None
+    lengths = getattr(sp, f"{modality}_lengths")
+    if lengths is None:
+        return torch.ones(len(idx), x.shape[1], dtype=torch.bool)
+    return torch.from_numpy(np.arange(x.shape[1])[None, :] < np.asarray(lengths)[idx][:, None])
+
+
 def make_batch(sp: Split, idx: np.ndarray) -> Batch:
     """Gather rows ``idx`` of a split into tensors (masks from lengths)."""
-    masks = {m: sp.mask(m) for m in MODALITIES}
+    idx = np.asarray(idx)
     return Batch(
-        text=_t(sp.text, idx), text_mask=_t(masks["text"], idx, torch.bool),
-        audio=_t(sp.audio, idx), audio_mask=_t(masks["audio"], idx, torch.bool),
-        vision=_t(sp.vision, idx), vision_mask=_t(masks["vision"], idx, torch.bool),
+        text=_t(sp.text, idx), text_mask=_batch_mask(sp, "text", idx),
+        audio=_t(sp.audio, idx), audio_mask=_batch_mask(sp, "audio", idx),
+        vision=_t(sp.vision, idx), vision_mask=_batch_mask(sp, "vision", idx),
         labels=_t(sp.labels, idx),
         emotions=_t(sp.emotions, idx),
         domain=_t(sp.domain, idx, torch.long),
         interaction=_t(sp.interaction, idx, torch.long),
         audio_clue=_t(sp.audio_clue_feats, idx),
         vision_clue=_t(sp.vision_clue_feats, idx),
-        index=torch.as_tensor(np.asarray(idx), dtype=torch.long),
+        index=torch.as_tensor(idx, dtype=torch.long),
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from msa_lib.nn.blocks import Dropout
+
 
 class SparseMoEFFN(nn.Module):
     """Top-``k`` routed FFN experts; ``k=1`` is the Switch Transformer's SwitchGate (Fedus et al. 2022).
@@ -27,7 +29,7 @@ class SparseMoEFFN(nn.Module):
             raise ValueError(f"SparseMoEFFN needs 1 <= k <= n_experts (got k={k}, n_experts={n_experts})")
         self.k, self.n_experts = k, n_experts
         self.router = nn.Linear(dim, n_experts, bias=False)
-        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), act(), nn.Dropout(dropout),
+        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), act(), Dropout(dropout),
                                                    nn.Linear(hidden, dim)) for _ in range(n_experts))
         self.aux_loss: torch.Tensor | None = None
         self.last_routing: torch.Tensor | None = None

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa_lib.nn.blocks import causal_depthwise_conv1d
+
 
 def _check_scan_shapes(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                        C: torch.Tensor, D: torch.Tensor | None) -> None:
@@ -109,9 +111,8 @@ class MambaBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MambaBlock expects (B, L, {self.dim}); got {tuple(x.shape)}")
-        length = x.shape[1]
         xs, z = self.in_proj(x).chunk(2, dim=-1)                               # (B, L, inner) each
-        xs = self.conv1d(xs.transpose(1, 2))[..., :length].transpose(1, 2)     # keep the causal part
+        xs = causal_depthwise_conv1d(xs, self.conv1d)                          # the causal part of the conv
         xs = F.silu(xs)
         dt, b, c = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
