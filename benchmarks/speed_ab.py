@@ -1,7 +1,7 @@
 """Before/after: the default-profile training step of the four paper models, an old revision vs this tree.
 
     python benchmarks/speed_ab.py                       # HEAD's msa_lib vs the working tree, 1 torch thread
-    python benchmarks/speed_ab.py --base 8aaa824 --threads 2 --models i2moe,midg
+    python benchmarks/speed_ab.py --base 287257e --threads 2 --models i2moe,midg   # 287257e: before the #8 speed work
 
 Why one process: on a shared machine two separate runs see different loads. Here the old package
 (``git archive <rev> msa_lib``, imported as ``msa_lib_base``) and the current one build the same models
@@ -13,12 +13,14 @@ rounding. Writes benchmarks/results/speed_ab_cpu.json (``--save``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import io
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,7 @@ def load_base(rev: str) -> object:
     """``msa_lib`` at ``rev`` as the package ``msa_lib_base`` (a renamed copy in a temp folder)."""
     blob = subprocess.run(["git", "archive", rev, "msa_lib"], cwd=ROOT, capture_output=True, check=True).stdout
     dest = Path(tempfile.mkdtemp(prefix="msa-base-"))
+    atexit.register(shutil.rmtree, dest, True)
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         tar.extractall(dest, filter="data")
     (dest / "msa_lib").rename(dest / "msa_lib_base")
