@@ -27,7 +27,7 @@ from msa_lib.io import atomic_write
 from msa_lib.data.schema import MSADataset
 from msa_lib.metrics import HIGHER_IS_BETTER
 from msa_lib.models import build, count_parameters
-from msa_lib.training import TrainConfig, config_dict, fit, predict, set_seed
+from msa_lib.training import TrainConfig, config_dict, fit, make_optimizer, predict, set_seed
 
 MMSA_SEEDS = [1111, 1112, 1113, 1114, 1115]
 
@@ -259,7 +259,7 @@ def measure_step_time(model_name: str, ds: MSADataset, batch: int = 32, steps: i
     set_seed(0)
     dims = {"text": ds.dims["text"]} if model_name.startswith("text_") else ds.dims
     model = build(model_name, dims, n_out=n_out, **(hparams or {})).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = make_optimizer(model, TrainConfig(lr=1e-4))  # the optimiser `fit` uses (AdamW, foreach)
     n = len(ds.train)
     batches = [make_batch(ds.train, [(i * batch + j) % n for j in range(batch)]).to(device)
                for i in range(warmup + steps)]
