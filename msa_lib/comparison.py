@@ -8,17 +8,17 @@ and gathers every chapter's claims into one dashboard (`claims_dashboard`, `plot
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from msa_lib.data.schema import MSADataset
-from msa_lib.experiments import RunRecord, Variant, model_cost, paired_effect
+from msa_lib.experiments import RunRecord, Variant, model_cost, paired_effect, per_seed
 from msa_lib.metrics import HIGHER_IS_BETTER, MOSI_KEYS, SIMS_KEYS
+from msa_lib.reporting import cost_summary, display_scale, extras_per_seed, load_results
 
 __all__ = ["PAPER_METHODS", "BASELINES", "TEXT_ONLY", "roster", "text_roster", "metric_keys", "accuracy_key",
            "leaderboard", "leaderboard_wide", "beats_best_baseline", "vs_best_baseline", "dg_vs_best_baseline", "claims_long", "peak_gflops", "cost_table",
@@ -99,13 +99,13 @@ def text_roster(width: int = 32) -> dict[str, Variant]:
 # Leaderboard
 def _per_seed(records: Sequence[RunRecord], dataset: str, method: str, metric: str,
               source: str | None) -> dict[int, float]:
-    out = {}
-    for r in records:
-        if r.dataset == dataset and r.variant == method:
-            m = r.extras.get(source, {}) if source else r.test_metrics
-            if metric in m and m[metric] is not None:
-                out[r.seed] = float(m[metric])
-    return out
+    """``{seed: value}`` from ``test_metrics`` (or ``extras[source]``); empty when the method has no such value."""
+    try:
+        if source:
+            return extras_per_seed(records, dataset, method, source, metric)
+        return per_seed(records, dataset, method, metric)
+    except KeyError:
+        return {}
 
 
 def leaderboard(records: Iterable[RunRecord], metrics: dict[str, list[str]], source: str | None = None,
@@ -147,7 +147,6 @@ def leaderboard(records: Iterable[RunRecord], metrics: dict[str, list[str]], sou
 
 def leaderboard_wide(lb: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """Methods × (dataset, metric) cells "mean ± std", ★ on the best, ▼ where significantly worse."""
-    from msa_lib.reporting import display_scale
     if lb.empty:
         return pd.DataFrame()
 
@@ -205,7 +204,6 @@ def dg_vs_best_baseline(records: Iterable[RunRecord], tasks: Sequence[MSADataset
 def plot_leaderboard(lb: pd.DataFrame, metric_of: dict[str, str], ax=None, title: str = ""):
     """Dot-and-whisker plot, one panel per dataset: mean ± std over seeds, best first."""
     import matplotlib.pyplot as plt
-    from msa_lib.reporting import display_scale
     sets = [d for d in metric_of if not lb[(lb.dataset == d) & (lb.metric == metric_of[d])].empty]
     if ax is None:
         fig, ax = plt.subplots(1, len(sets), figsize=(4.3 * len(sets), 0.32 * lb["method"].nunique() + 1.8),
@@ -253,21 +251,19 @@ def cost_table(records: Iterable[RunRecord], variants: dict[str, Variant], ds: M
     FLOPs are counted by `model_cost` on one sample at ``ds``'s longest stream; time comes from the
     method's run records on ``ds`` (mean over seeds).
     """
-    recs = [r for r in records if r.dataset == ds.name]
+    recs = [r for r in records if r.dataset == ds.name and r.variant in variants]
+    timed = cost_summary(recs)  # parameters, train s/epoch, inference ms/sample: as every chapter's cost section
     frames = max(ds.seq_lens.values())
     rows = []
     for name, v in variants.items():
-        rs = [r for r in recs if r.variant == name]
-        if not rs:
+        if name not in timed:
             continue
-        extra = extra_inputs if v.model == "text" else None
-        c = model_cost(v.model, ds.dims, seq_len=frames, extra_inputs=extra, **v.hparams)
-        infer_ms = float(np.mean([r.infer_ms_per_sample for r in rs]))
-        achieved = c["flops"] / (infer_ms / 1e3) / 1e9 if infer_ms > 0 else float("nan")
-        rows.append({"method": name, "n_params": int(np.median([r.n_params for r in rs])), "flops_per_sample": c["flops"],
-                     "train_s_per_epoch": float(np.mean([r.train_s_per_epoch for r in rs])),
-                     "infer_ms_per_sample": infer_ms, "achieved_gflops": achieved, "pct_of_peak": 100 * achieved / peak,
-                     "n_seeds": len(rs)})
+        c = model_cost(v.model, ds.dims, seq_len=frames, extra_inputs=extra_inputs if v.model == "text" else None,
+                       **v.hparams)
+        t = timed[name]
+        achieved = c["flops"] / (t["infer_ms_per_sample"] / 1e3) / 1e9 if t["infer_ms_per_sample"] > 0 else float("nan")
+        rows.append({"method": name, **t, "flops_per_sample": c["flops"], "achieved_gflops": achieved,
+                     "pct_of_peak": 100 * achieved / peak, "n_seeds": sum(r.variant == name for r in recs)})
     return pd.DataFrame(rows)
 
 
@@ -279,7 +275,6 @@ def claims_dashboard(out_dir: str | Path, chapters: Sequence[str]) -> tuple[pd.D
     Columns: chapter, id, claim, dataset, metric, effect, ci_low, ci_high, verdict, n_seeds, note,
     profile. A chapter whose results.json is missing is listed, never silently dropped.
     """
-    from msa_lib.reporting import load_results
     rows, missing = [], []
     for ch in chapters:
         p = Path(out_dir) / ch / "results.json"
@@ -311,7 +306,6 @@ def plot_claims_forest(frame: pd.DataFrame, title: str = "Every claim: seed-pair
     colour is the verdict. Panels have their own x scale because units differ between chapters.
     """
     import matplotlib.pyplot as plt
-    from msa_lib.reporting import display_scale
     colors = {"supported": "#2a9d8f", "not supported": "#e76f51", "inconclusive": "#e9c46a"}
     chapters = list(dict.fromkeys(frame["chapter"]))
     heights = [max(1.0, 0.24 * (frame["chapter"] == c).sum()) for c in chapters]
