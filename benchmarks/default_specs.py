@@ -149,17 +149,29 @@ def default_specs(names: list[str] | None = None, profile: str = "default", scal
     return {n: BUILDERS[n](profile, scale) for n in (names or list(BUILDERS))}
 
 
-def train_step_fn(spec: Spec, model, opt=None) -> Callable:
-    """One optimiser update as `msa_lib.training.fit` does it (loss + aux, `optimizer_step`, GRL progress)."""
-    from msa_lib.training import TrainConfig, make_optimizer, optimizer_step, task_loss
-    cfg = TrainConfig.from_dict({**spec.train, "progress": False})
-    opt = opt or make_optimizer(model, cfg)
+def step_setup(spec: Spec, model, training: Any = None, opt: Any = None) -> tuple[Any, Any]:
+    """(TrainConfig, optimiser) as `fit` builds them (``opt`` if given); ``training`` is `msa_lib.training`
+    or an older copy."""
+    if training is None:
+        import msa_lib.training as training
+    cfg = training.TrainConfig.from_dict({**spec.train, "progress": False})
     if hasattr(model, "set_progress"):
         model.set_progress(0.5)
+    return cfg, opt or training.make_optimizer(model, cfg)
+
+
+def train_step_fn(spec: Spec, model, opt=None, training: Any = None) -> Callable:
+    """One optimiser update as `msa_lib.training.fit` does it (loss + aux, `optimizer_step`, GRL progress).
+
+    ``training``: the module to take it from (speed_ab.py passes a base commit's copy).
+    """
+    if training is None:
+        import msa_lib.training as training
+    cfg, opt = step_setup(spec, model, training, opt)
 
     def step(batch) -> float:
         out = model(batch)
-        return optimizer_step(task_loss(out.pred, batch.labels, cfg) + out.aux_loss, model, opt)
+        return training.optimizer_step(training.task_loss(out.pred, batch.labels, cfg) + out.aux_loss, model, opt)
     return step
 
 

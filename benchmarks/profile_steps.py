@@ -34,7 +34,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_specs import ROOT, Spec, default_specs, train_batches  # noqa: E402
+from default_specs import ROOT, Spec, default_specs, step_setup, train_batches, train_step_fn  # noqa: E402
 
 
 def _packages(base: str | None) -> tuple[Any, Any, Any]:
@@ -50,14 +50,7 @@ def _packages(base: str | None) -> tuple[Any, Any, Any]:
 
 def _step(training: Any, spec: Spec, model: torch.nn.Module) -> tuple[Callable, Callable]:
     """(full step, instrumented step returning (fwd, bwd, opt) CPU seconds)."""
-    cfg = training.TrainConfig.from_dict({**spec.train, "progress": False})
-    opt = training.make_optimizer(model, cfg)
-    if hasattr(model, "set_progress"):
-        model.set_progress(0.5)
-
-    def step(b) -> None:
-        out = model(b)
-        training.optimizer_step(training.task_loss(out.pred, b.labels, cfg) + out.aux_loss, model, opt)
+    cfg, opt = step_setup(spec, model, training)
 
     def timed(b) -> tuple[float, float, float]:
         t0 = time.thread_time()
@@ -69,7 +62,7 @@ def _step(training: Any, spec: Spec, model: torch.nn.Module) -> tuple[Callable, 
         t2 = time.thread_time()
         opt.step()
         return t1 - t0, t2 - t1, time.thread_time() - t2
-    return step, timed
+    return train_step_fn(spec, model, opt, training), timed
 
 
 def _ops(events: Any, top: int, total_us: float, by_shape: bool = False) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_specs import ROOT, default_specs, train_batches  # noqa: E402
+from default_specs import ROOT, default_specs, train_batches, train_step_fn  # noqa: E402
 
 
 def load_base(rev: str) -> object:
@@ -47,18 +47,6 @@ def load_base(rev: str) -> object:
         f.write_text(re.sub(r"\bmsa_lib\b", "msa_lib_base", f.read_text()))
     sys.path.insert(0, str(dest))
     return importlib.import_module("msa_lib_base")
-
-
-def _step_fn(training, spec, model):
-    cfg = training.TrainConfig.from_dict({**spec.train, "progress": False})
-    opt = training.make_optimizer(model, cfg)
-    if hasattr(model, "set_progress"):
-        model.set_progress(0.5)
-
-    def step(b) -> float:
-        out = model(b)
-        return training.optimizer_step(training.task_loss(out.pred, b.labels, cfg) + out.aux_loss, model, opt)
-    return step
 
 
 def compare(spec, base, n_batches: int, reps: int) -> dict:
@@ -81,7 +69,7 @@ def compare(spec, base, n_batches: int, reps: int) -> dict:
     steps = {}
     for tag, training in (("old", btrain), ("new", msa_lib.training)):
         models[tag].train()
-        steps[tag] = _step_fn(training, spec, models[tag])
+        steps[tag] = train_step_fn(spec, models[tag], training=training)
     for tag in steps:  # warm-up
         steps[tag](batches[0])
     cpu = {t: [] for t in steps}
